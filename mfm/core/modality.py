@@ -1,0 +1,130 @@
+"""Base classes that plugins subclass: a Modality offers views, an Objective trains them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+from mfm.core.scales import Scale
+
+if TYPE_CHECKING:
+    from mfm.core.cache import FeatureCache
+    from mfm.core.city import City
+    from mfm.core.config import RunConfig
+    from mfm.core.model import UrbanModel
+
+
+class View(StrEnum):
+    """Kinds of embedding a modality can offer to the cross-modal scale objectives."""
+
+    POI = "poi"  # one embedding per POI (text, polygon, street view)
+    REGION = "region"  # one macro embedding per region (satellite, trajectories)
+
+
+class Options(BaseModel):
+    """Base of every plugin's options: unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Context:
+    """What a modality or objective may use while it prepares for a run."""
+
+    city: City
+    config: RunConfig
+    cache: FeatureCache
+    device: torch.device
+    dim: int
+    quiet: bool = False
+    rank: int = 0
+    extras: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass
+class PoiView:
+    """A batch of POI-level embeddings and which of them exist."""
+
+    emb: Tensor  # [B, d]
+    mask: Tensor  # [B] bool: False where the POI has no such view (emb is zero there)
+
+
+class Modality(nn.Module):
+    """A data modality: frozen backbone features plus trainable heads to width ``dim``.
+
+    Subclasses set ``name``, ``layers`` (bundle layers they need), ``views`` and
+    ``Options``, build heads in ``prepare`` and implement the view methods they offer.
+    """
+
+    name: ClassVar[str]
+    layers: ClassVar[tuple[str, ...]] = ()
+    views: ClassVar[frozenset[View]] = frozenset()
+    anchor: ClassVar[bool] = False  # True for the POI view other views are compared with (text)
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, options: Options | None = None) -> None:
+        super().__init__()
+        self.options = options if options is not None else type(self).Options()
+
+    def prepare(self, ctx: Context) -> None:
+        """Compute (or load from cache) frozen features and build the trainable heads."""
+        raise NotImplementedError(f"modality {self.name!r} must implement prepare()")
+
+    def poi_view(self, idx: Tensor, query: Tensor | None = None) -> PoiView:
+        """Embeddings ``[B, d]`` of POIs ``idx``; ``query`` is the anchor (text) view if any."""
+        raise NotImplementedError(f"modality {self.name!r} offers no POI view")
+
+    def region_view(self, idx: Tensor) -> Tensor:
+        """Macro embeddings ``[B, d]`` of regions ``idx``."""
+        raise NotImplementedError(f"modality {self.name!r} offers no region view")
+
+    def fingerprint(self) -> dict[str, object]:
+        """What identifies this modality's frozen features (for the run manifest)."""
+        return self.options.model_dump(mode="json")
+
+
+class Objective(nn.Module):
+    """A contrastive objective that fills a scale slot and trains for one stage.
+
+    Items are what a batch indexes (POIs, roads, street-view groups, regions).
+    """
+
+    name: ClassVar[str]
+    scale: ClassVar[Scale]
+    Options: ClassVar[type[Options]] = Options
+
+    def __init__(self, options: Options | None = None) -> None:
+        super().__init__()
+        self.options = options if options is not None else type(self).Options()
+
+    def skip_reason(self, model: UrbanModel, ctx: Context) -> str | None:
+        """Why this objective cannot run with the selected plugins and data, or None."""
+        return None
+
+    def prepare(self, model: UrbanModel, ctx: Context) -> None:
+        """Mine pairs / build graphs and the objective's own modules (once per run)."""
+
+    def num_items(self) -> int:
+        """How many items one epoch iterates over."""
+        raise NotImplementedError
+
+    def loss(self, model: UrbanModel, idx: Tensor, rng: torch.Generator) -> Tensor:
+        """The loss of one batch of items ``idx`` (CPU LongTensor); ``rng`` drives sampling."""
+        raise NotImplementedError
+
+    def trainable(self, model: UrbanModel) -> list[nn.Module]:
+        """The modules this stage trains (their parameters get gradients and updates)."""
+        raise NotImplementedError
+
+    def poi_embeddings(self, model: UrbanModel) -> Tensor | None:
+        """Final POI embeddings ``[N_poi, d]`` if this objective defines them."""
+        return None
+
+    def region_embeddings(self, model: UrbanModel) -> Tensor | None:
+        """Final region embeddings ``[N_region, d]`` if this objective defines them."""
+        return None

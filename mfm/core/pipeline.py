@@ -1,0 +1,252 @@
+"""``run``: compose a model from the selected plugins, train it stage by stage, export."""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib.metadata import version as dist_version
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.table import Table
+
+from mfm.core.cache import FeatureCache
+from mfm.core.city import City
+from mfm.core.config import RunConfig, plugin_options
+from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION_ID, RUN_MANIFEST
+from mfm.core.embed import write_embeddings, write_json
+from mfm.core.errors import MfmError, PluginError
+from mfm.core.graphs import group_members
+from mfm.core.modality import Context, Modality, Objective, View
+from mfm.core.model import UrbanModel
+from mfm.core.plugins import PluginInfo, Registry, load_registry
+from mfm.core.progress import console, log
+from mfm.core.scales import SLOT_DESCRIPTIONS, Scale
+from mfm.core.trainer import Trainer, TrainSettings, init_runtime
+
+
+@dataclass
+class PlanEntry:
+    """One objective in the run plan: it runs, or why it is skipped."""
+
+    objective: str
+    scale: Scale
+    plugin: str
+    skip: str | None = None
+
+
+@dataclass
+class RunPlan:
+    """What a run will do, decided before any feature is computed."""
+
+    plugins: list[PluginInfo]
+    modalities: list[Modality]
+    entries: list[PlanEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def objectives(self) -> list[str]:
+        return [e.objective for e in self.entries if e.skip is None]
+
+    def table(self) -> Table:
+        t = Table(title="run plan", title_justify="left")
+        for col in ("slot", "objective", "plugin", "status"):
+            t.add_column(col)
+        for scale in Scale:
+            rows = [e for e in self.entries if e.scale == scale]
+            if not rows:
+                t.add_row(scale.label, "-", "-", "[dim]no objective registered[/]")
+            for e in rows:
+                status = "[green]runs[/]" if e.skip is None else f"[yellow]skipped:[/] {e.skip}"
+                t.add_row(scale.label, e.objective, e.plugin, status)
+        return t
+
+
+@dataclass
+class RunResult:
+    """Where a run wrote its outputs."""
+
+    out: Path
+    poi_embeddings: Path
+    region_embeddings: Path | None
+    manifest: Path
+    poi: np.ndarray
+    region: np.ndarray | None
+
+
+def plan_run(config: RunConfig, city: City, registry: Registry | None = None) -> RunPlan:
+    """Select plugins, build modalities and objectives, and decide which objectives run."""
+    registry = registry or load_registry()
+    chosen = registry.select(config.plugins)
+    notes: list[str] = []
+    modalities: list[Modality] = []
+    for info in chosen:
+        for name, cls in info.modalities.items():
+            missing = [layer for layer in cls.layers if not city.has(layer)]
+            if missing:
+                message = (
+                    f"plugin {info.name!r} needs layer {missing[0]!r} in {city.root}/city.toml "
+                    f"[layers]; add it or drop {info.name} from --plugins"
+                )
+                if config.plugins is not None:
+                    raise PluginError(message)
+                notes.append(f"modality {name} off: the city has no {missing[0]} layer")
+                continue
+            modalities.append(cls(plugin_options(config, "plugin", name, cls.Options)))
+    if not modalities:
+        raise PluginError("no modality can run on this city; check --plugins and the city layers")
+    plan = RunPlan(chosen, modalities, notes=notes)
+    probe = UrbanModel(modalities, [], config.dim)
+    ctx = Context(city, config, FeatureCache(enabled=False), torch.device("cpu"), config.dim)
+    for info in chosen:
+        for name, cls in info.objectives.items():
+            obj_scale = cls.scale
+            entry = PlanEntry(name, obj_scale, info.name)
+            if info.is_modality_plugin and not any(m.name in info.modalities for m in modalities):
+                entry.skip = f"plugin {info.name} has no usable modality"
+            elif obj_scale not in config.scales:
+                entry.skip = "slot dropped by --scales"
+            else:
+                entry.skip = cls(plugin_options(config, "objective", name, cls.Options)).skip_reason(
+                    probe, ctx
+                )
+            plan.entries.append(entry)
+    plan.entries.sort(key=lambda e: e.scale)  # stable: registration order within a slot
+    return plan
+
+
+def _poi_default(model: UrbanModel, n: int, device: torch.device) -> torch.Tensor:
+    """Mean of the available (normalized) POI views: the POI embedding before LOCAL."""
+    out = []
+    for start in range(0, n, 4096):
+        idx = torch.arange(start, min(n, start + 4096))
+        views = model.poi_views(idx.to(device))
+        total = sum(torch.nn.functional.normalize(v.emb, dim=-1) * v.mask[:, None] for v in views.values())
+        count = sum(v.mask.float() for v in views.values()).clamp_min(1)[:, None]
+        out.append((total / count).float().cpu())
+    return torch.cat(out)
+
+
+def _region_mean(city: City, poi: np.ndarray) -> np.ndarray:
+    """Mean POI embedding per region (zeros for a region without POIs)."""
+    n = len(city.regions)
+    ptr, items = group_members(city.poi_region(), n)
+    sums = np.add.reduceat(poi[items], ptr[:-1], axis=0) if len(items) else np.zeros((n, poi.shape[1]))
+    counts = np.diff(ptr)
+    sums[counts == 0] = 0
+    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+
+
+def run(
+    config: RunConfig,
+    resume: bool = False,
+    registry: Registry | None = None,
+) -> RunResult:
+    """Train UrbanMFM on ``config.city`` with the selected plugins and write embeddings."""
+    if config.city is None:
+        raise MfmError("no city given; pass --city DIR (the CLI defaults to the synthetic city)")
+    t_start = time.perf_counter()
+    rt = init_runtime(config.device)
+    city = City.load(config.city)
+    out = Path(config.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    if (out / RUN_MANIFEST).exists() and not resume:
+        raise MfmError(f"{out} already holds a finished run; pass a new --out or --resume")
+    if rt.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    quiet = config.quiet or not rt.is_main
+    plan = plan_run(config, city, registry)
+    if rt.is_main:
+        console.print(f"city [bold]{city.name}[/] ({city.root}), device {rt.device}, "
+                      f"{rt.world} process(es)")
+        for scale in Scale:
+            console.print(f"  {scale.label:<7} {SLOT_DESCRIPTIONS[scale]}", style="dim")
+        console.print(plan.table())
+        for note in plan.notes:
+            log(f"note: {note}")
+
+    cache = FeatureCache(config.cache_dir)
+    ctx = Context(city, config, cache, rt.device, config.dim, quiet=quiet, rank=rt.rank)
+    for first in (True, False):  # rank 0 fills the feature cache, the others read it
+        if first == rt.is_main:
+            torch.manual_seed(config.seed)
+            for mod in plan.modalities:
+                mod.prepare(ctx)
+        rt.barrier()
+    by_name = {n: c for p in plan.plugins for n, c in p.objectives.items()}
+    objectives: list[Objective] = []
+    for entry in plan.entries:
+        if entry.skip is None:
+            cls = by_name[entry.objective]
+            objectives.append(cls(plugin_options(config, "objective", entry.objective, cls.Options)))
+    model = UrbanModel(plan.modalities, objectives, config.dim)
+    torch.manual_seed(config.seed)
+    for obj in objectives:
+        obj.prepare(model, ctx)
+    model.to(rt.device)
+
+    settings = TrainSettings(
+        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, warmup=config.warmup,
+        weight_decay=config.weight_decay, seed=config.seed,
+        max_steps_per_epoch=config.max_steps_per_epoch, quiet=quiet,
+    )
+    trainer = Trainer(model, settings, rt, out)
+    history = trainer.fit(objectives, resume=resume)
+
+    with torch.no_grad():
+        poi = next((e for o in reversed(objectives) if (e := o.poi_embeddings(model)) is not None),
+                   None)
+        if poi is None:
+            poi = _poi_default(model, len(city.pois), rt.device)
+        poi_np = poi.float().cpu().numpy()
+        region_np = None
+        if city.has("regions"):
+            reg = next((e for o in reversed(objectives)
+                        if (e := o.region_embeddings(model)) is not None), None)
+            region_np = reg.float().cpu().numpy() if reg is not None else _region_mean(city, poi_np)
+
+    result = RunResult(out, out / POI_EMBEDDINGS, None, out / RUN_MANIFEST, poi_np, region_np)
+    if rt.is_main:
+        write_embeddings(result.poi_embeddings, city.pois[[POI_ID, "geometry"]], poi_np)
+        if region_np is not None:
+            result.region_embeddings = out / REGION_EMBEDDINGS
+            regions = city.regions[[REGION_ID, "geometry"]].copy()
+            regions["n_pois"] = np.bincount(city.poi_region()[city.poi_region() >= 0],
+                                            minlength=len(regions))
+            write_embeddings(result.region_embeddings, regions, region_np)
+        manifest = {
+            "mfm_version": dist_version("urban-mfm"),
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "config": config.model_dump(mode="json"),
+            "city": {"name": city.name, "root": str(city.root), "crs": city.crs,
+                     "hashes": {layer: city.fingerprint(layer)
+                                for layer in ("pois", "roads", "regions", "svi", "satellite",
+                                              "trajectories") if city.has(layer)}},
+            "plugins": [{"name": p.name, "version": p.version, "package": p.package}
+                        for p in plan.plugins],
+            "modalities": {m.name: m.fingerprint() for m in plan.modalities},
+            "plan": [{"objective": e.objective, "scale": e.scale.label, "plugin": e.plugin,
+                      "skipped": e.skip} for e in plan.entries],
+            "stages": [r.__dict__ for r in history],
+            "device": {"type": rt.device.type, "world_size": rt.world,
+                       "name": torch.cuda.get_device_name(rt.device)
+                       if rt.device.type == "cuda" else platform.processor() or "cpu"},
+            "feature_cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
+            "outputs": {"poi_embeddings": POI_EMBEDDINGS,
+                        "region_embeddings": REGION_EMBEDDINGS if region_np is not None else None,
+                        "dim": int(poi_np.shape[1])},
+            "wall_seconds": round(time.perf_counter() - t_start, 2),
+        }
+        write_json(result.manifest, manifest)
+        console.print(f"[green]wrote[/] {result.poi_embeddings}"
+                      + (f", {result.region_embeddings}" if region_np is not None else "")
+                      + f" and {result.manifest}")
+    rt.barrier()
+    return result
+
+
+def view_names(model: UrbanModel, view: View) -> list[str]:
+    """Names of the modalities offering ``view`` (for skip messages)."""
+    return [m.name for m in model.offering(view)]

@@ -1,0 +1,172 @@
+"""Plugin loading and selection: the one place that talks to pluggy and entry points.
+
+Order (pluggy's advice): add hookspecs, block what must not load, load the entry
+points of group ``mfm``, ``check_pending()``, then collect registrations.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
+
+import pluggy
+
+from mfm.core import hookspecs
+from mfm.core.errors import PluginError
+from mfm.core.hookspecs import PROJECT
+
+if TYPE_CHECKING:
+    from mfm.core.modality import Modality, Objective
+
+LOAD_ENV = "MFM_LOAD_PLUGINS"
+
+
+@dataclass
+class PluginInfo:
+    """One loaded plugin and what it registered."""
+
+    name: str
+    version: str
+    package: str
+    modalities: dict[str, type[Modality]] = field(default_factory=dict)
+    objectives: dict[str, type[Objective]] = field(default_factory=dict)
+
+    @property
+    def is_modality_plugin(self) -> bool:
+        """Selected by ``--plugins``; scale-objective plugins are always on."""
+        return bool(self.modalities)
+
+    def as_json(self) -> dict[str, object]:
+        """The ``mfm plugins --json`` record."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "package": self.package,
+            "modalities": sorted(self.modalities),
+            "objectives": [
+                {"name": n, "scale": o.scale.label}
+                for n, o in sorted(self.objectives.items(), key=lambda kv: kv[1].scale)
+            ],
+        }
+
+
+class Registry:
+    """All installed plugins and the modalities and objectives they registered."""
+
+    def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+        self.pm = pm
+        self.plugins = infos
+
+    @property
+    def modality_plugins(self) -> list[str]:
+        """Names that ``--plugins`` accepts."""
+        return [n for n, p in self.plugins.items() if p.is_modality_plugin]
+
+    def select(self, names: list[str] | None) -> list[PluginInfo]:
+        """The plugins a run uses: the named modality plugins plus every scale plugin."""
+        if names is None:
+            names = self.modality_plugins
+        known = set(self.modality_plugins)
+        for name in names:
+            if name not in known:
+                hint = ", ".join(sorted(known)) or "none installed"
+                raise PluginError(
+                    f"unknown plugin {name!r} in --plugins; installed modality plugins: {hint}"
+                )
+        chosen = set(names)
+        return [p for n, p in self.plugins.items() if n in chosen or not p.is_modality_plugin]
+
+
+def _entry_points() -> list[EntryPoint]:
+    eps = list(entry_points(group=PROJECT))
+    allowed = os.environ.get(LOAD_ENV)
+    if allowed is not None:
+        wanted = {d.strip().lower() for d in allowed.split(",") if d.strip()}
+        eps = [ep for ep in eps if ep.dist is not None and ep.dist.name.lower() in wanted]
+    return sorted(eps, key=lambda ep: (ep.dist.name != "urban-mfm" if ep.dist else True, ep.name))
+
+
+def load_registry(extra: dict[str, object] | None = None) -> Registry:
+    """Load every installed plugin (or those ``MFM_LOAD_PLUGINS`` allows) and collect them.
+
+    Args:
+        extra: plugin objects (modules or instances) to register besides the entry
+            points, by name; tests use this for fake plugins.
+    """
+    pm = pluggy.PluginManager(PROJECT)
+    pm.add_hookspecs(hookspecs)
+    infos: dict[str, PluginInfo] = {}
+    for ep in _entry_points():
+        if ep.name in infos:
+            raise PluginError(
+                f"plugin {ep.name!r} is installed twice ({infos[ep.name].package} and "
+                f"{ep.dist.name if ep.dist else '?'}); uninstall one"
+            )
+        try:
+            module = ep.load()
+        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+            raise PluginError(
+                f"plugin {ep.name!r} failed to import ({type(exc).__name__}: {exc}); "
+                f"fix or uninstall {ep.dist.name if ep.dist else ep.value}"
+            ) from None
+        pm.register(module, name=ep.name)
+        dist = ep.dist
+        infos[ep.name] = PluginInfo(ep.name, dist.version if dist else "?", dist.name if dist else "?")
+    for name, plugin in (extra or {}).items():
+        if name in infos:
+            raise PluginError(f"plugin {name!r} is registered twice; rename one")
+        module = importlib.import_module(plugin) if isinstance(plugin, str) else plugin
+        pm.register(module, name=name)
+        infos[name] = PluginInfo(name, "0", "(registered in code)")
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        raise PluginError(f"plugin {exc.plugin_name!r} implements an unknown hook: {exc}") from None
+    _collect(pm, infos)
+    return Registry(pm, infos)
+
+
+def _collect(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    """Call the register_* hooks plugin by plugin, so each registration has an owner."""
+    owners: dict[tuple[str, str], str] = {}
+
+    for hook, attr in (("register_modalities", "modalities"), ("register_objectives", "objectives")):
+        for impl in getattr(pm.hook, hook).get_hookimpls():
+            owner = impl.plugin_name
+
+            def register(cls: type, _owner: str = owner, _attr: str = attr) -> None:
+                name = getattr(cls, "name", None)
+                if not isinstance(name, str) or not name:
+                    raise PluginError(f"plugin {_owner!r} registered {cls!r} without a name")
+                key = (_attr, name)
+                if key in owners:
+                    raise PluginError(
+                        f"{_attr[:-1]} {name!r} is registered by both plugin {owners[key]!r} "
+                        f"and plugin {_owner!r}; rename one or uninstall a plugin"
+                    )
+                owners[key] = _owner
+                getattr(infos[_owner], _attr)[name] = cls
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise PluginError(
+                    f"plugin {owner!r} raised in {hook} ({type(exc).__name__}: {exc})"
+                ) from None
+
+
+def register_commands(registry: Registry, app: object) -> None:
+    """Let every plugin add CLI commands."""
+    for impl in registry.pm.hook.register_commands.get_hookimpls():
+        try:
+            impl.function(app=app)
+        except Exception as exc:  # noqa: BLE001
+            raise PluginError(
+                f"plugin {impl.plugin_name!r} raised in register_commands "
+                f"({type(exc).__name__}: {exc})"
+            ) from None

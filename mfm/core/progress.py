@@ -1,0 +1,69 @@
+"""Rich progress bars that fall back to log lines with ``quiet``."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+console = Console(stderr=True)
+
+
+class Bar:
+    """A progress bar for one piece of long work; silent when ``quiet``."""
+
+    def __init__(self, progress: Progress | None, task: int | None, label: str) -> None:
+        self._progress, self._task, self.label = progress, task, label
+
+    def advance(self, n: int = 1, **fields: object) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, advance=n, **fields)
+
+
+@contextmanager
+def progress_bar(label: str, total: int, quiet: bool = False, unit: str = "items") -> Iterator[Bar]:
+    """Show a bar with items/s and an optional ``loss`` field while the block runs."""
+    if quiet or total <= 0:
+        yield Bar(None, None, label)
+        return
+    columns = [
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TextColumn("[cyan]{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ]
+    with Progress(*columns, console=console, transient=False, disable=not sys.stderr) as prog:
+        task = prog.add_task(label, total=total, loss="", rate="")
+        yield _RateBar(prog, task, label, unit)
+
+
+class _RateBar(Bar):
+    """A bar that shows its own throughput (items per second) as a field."""
+
+    def __init__(self, progress: Progress, task: int, label: str, unit: str) -> None:
+        super().__init__(progress, task, label)
+        self.unit = unit
+
+    def advance(self, n: int = 1, **fields: object) -> None:
+        assert self._progress is not None and self._task is not None
+        speed = self._progress.tasks[self._task].speed
+        rate = f"{speed:,.0f} {self.unit}/s" if speed else ""
+        super().advance(n, rate=rate, **fields)
+
+
+def log(message: str) -> None:
+    """Print a status line to stderr (also with quiet: it is the log)."""
+    console.print(message, highlight=False)
