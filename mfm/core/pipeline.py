@@ -194,6 +194,7 @@ def run(
     )
     trainer = Trainer(model, settings, rt, out)
     history = trainer.fit(objectives, resume=resume)
+    checksums = trainer.replica_checksums()
 
     with torch.no_grad():
         poi = next((e for o in reversed(objectives) if (e := o.poi_embeddings(model)) is not None),
@@ -231,6 +232,7 @@ def run(
                       "skipped": e.skip} for e in plan.entries],
             "stages": [r.__dict__ for r in history],
             "device": {"type": rt.device.type, "world_size": rt.world,
+                       "replica_checksums": checksums,
                        "name": torch.cuda.get_device_name(rt.device)
                        if rt.device.type == "cuda" else platform.processor() or "cpu"},
             "feature_cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},

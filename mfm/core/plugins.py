@@ -124,7 +124,8 @@ def load_registry(extra: dict[str, object] | None = None) -> Registry:
     try:
         pm.check_pending()
     except pluggy.PluginValidationError as exc:
-        raise PluginError(f"plugin {exc.plugin_name!r} implements an unknown hook: {exc}") from None
+        name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
+        raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from None
     _collect(pm, infos)
     return Registry(pm, infos)
 
