@@ -1,0 +1,1 @@
+"""City bundles: the synthetic city generator and importers that write the bundle contract."""

@@ -1,0 +1,15 @@
+"""Street-view imagery: direction views, L_svi (Eq. 8-9) and the POI view (Eq. 10-14)."""
+
+from mfm.core.hookspecs import hookimpl
+from mfm.plugins.svi.modality import SviModality
+from mfm.plugins.svi.objective import SviObjective
+
+
+@hookimpl
+def register_modalities(register):
+    register(SviModality)
+
+
+@hookimpl
+def register_objectives(register):
+    register(SviObjective)

@@ -1,0 +1,84 @@
+"""Trajectories: a region-level macro view from mobility features (paper V-D, Table VIII).
+
+The paper adds trajectory data "into the Global Contrastive Objective": it brings no
+objective of its own. Region features (trip origins and destinations per km2, time-of-day
+profiles, OD-distance profile, in/out ratio, stay points; :mod:`.features`) are computed
+once at prepare and cached; a trainable MLP head maps them to width ``d``, and the global
+scale fuses this view with the other macro views (satellite).
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import torch
+from pydantic import Field, field_validator
+from torch import Tensor
+
+from mfm.core.heads import ProjectionHead
+from mfm.core.modality import Context, Modality, Options, View
+from mfm.plugins.trajectory.features import (
+    DEFAULT_DISTANCE_EDGES,
+    feature_names,
+    mobility_features,
+)
+
+FEATURES_VERSION = "mobility-v1"
+
+
+class TrajectoryOptions(Options):
+    """Options of the ``trajectory`` plugin (``[plugin.trajectory]`` in the run config)."""
+
+    time_bins: int = Field(6, ge=1, le=96, description="time-of-day bins over 24 h")
+    distance_edges: tuple[float, ...] = Field(
+        DEFAULT_DISTANCE_EDGES, description="inner edges (m) of the trip-distance bins"
+    )
+    stay_speed: float = Field(0.5, gt=0, description="m/s below which a point is a stay")
+
+    @field_validator("distance_edges")
+    @classmethod
+    def _increasing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(v <= 0 for v in value) or any(b <= a for a, b in pairwise(value)):
+            raise ValueError("distance_edges must be positive and increasing, e.g. [500, 1000]")
+        return value
+
+
+class TrajectoryModality(Modality):
+    """Region macro view E_traj = MLP(mobility features of the region)."""
+
+    name = "trajectory"
+    layers = ("trajectories", "regions")
+    views = frozenset({View.REGION})
+    Options = TrajectoryOptions
+
+    def prepare(self, ctx: Context) -> None:
+        opts: TrajectoryOptions = self.options  # type: ignore[assignment]
+        city = ctx.city
+        trajectories, regions = city.layer("trajectories"), city.layer("regions")
+        key = {
+            "features": FEATURES_VERSION,
+            "options": opts.model_dump(mode="json"),
+            "crs": city.crs,
+            "trajectories": city.fingerprint("trajectories"),
+            "regions": city.fingerprint("regions"),
+        }
+
+        def compute() -> dict[str, Tensor]:
+            feats = mobility_features(
+                trajectories,
+                regions,
+                city.crs,
+                time_bins=opts.time_bins,
+                distance_edges=opts.distance_edges,
+                stay_speed=opts.stay_speed,
+            )
+            return {"features": torch.from_numpy(feats)}
+
+        feats = ctx.cache.get_or_compute("trajectory", key, compute)["features"].float()
+        self.register_buffer("features", feats, persistent=False)
+        self.feature_names = feature_names(opts.time_bins, opts.distance_edges)
+        self.head = ProjectionHead(feats.shape[1], ctx.dim)
+
+    def region_view(self, idx: Tensor) -> Tensor:
+        """Macro embeddings ``[B, d]`` of regions ``idx``."""
+        return self.head(self.features[idx.to(self.features.device)])
