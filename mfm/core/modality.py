@@ -65,6 +65,7 @@ class Modality(nn.Module):
     layers: ClassVar[tuple[str, ...]] = ()
     views: ClassVar[frozenset[View]] = frozenset()
     anchor: ClassVar[bool] = False  # True for the POI view other views are compared with (text)
+    order: ClassVar[int] = 100  # fusion order among views of one kind (paper: text, svi, polygon)
     Options: ClassVar[type[Options]] = Options
 
     def __init__(self, options: Options | None = None) -> None:

@@ -29,9 +29,9 @@ class UrbanModel(nn.Module):
         return next((p.device for p in self.parameters()), torch.device("cpu"))
 
     def offering(self, view: View) -> list[Modality]:
-        """Modalities that offer ``view``, the anchor (text) first."""
+        """Modalities that offer ``view``: the anchor (text) first, then by ``order``."""
         mods = [m for m in self.modalities.values() if view in m.views]
-        return sorted(mods, key=lambda m: not m.anchor)
+        return sorted(mods, key=lambda m: (not m.anchor, m.order))
 
     def anchor(self) -> Modality | None:
         """The POI view the others are compared with: text when present."""

@@ -142,6 +142,7 @@ class SviModality(Modality):
     name = "svi"
     layers = ("svi",)
     views = frozenset({View.POI})
+    order = 10  # fused right after text (paper Eq. 23-25)
     Options = SviOptions
 
     def prepare(self, ctx: Context) -> None:
