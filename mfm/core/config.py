@@ -29,7 +29,7 @@ class RunConfig(BaseModel):
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dim: int = Field(256, gt=0)
-    epochs: int = Field(4, gt=0)
+    epochs: int = Field(10, gt=0)
     batch_size: int = Field(256, gt=1)
     lr: float = Field(1e-3, gt=0)
     warmup: float = Field(0.1, ge=0, lt=1)

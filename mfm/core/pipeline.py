@@ -101,11 +101,13 @@ def plan_run(config: RunConfig, city: City, registry: Registry | None = None) ->
     plan = RunPlan(chosen, modalities, notes=notes)
     probe = UrbanModel(modalities, [], config.dim)
     ctx = Context(city, config, FeatureCache(enabled=False), torch.device("cpu"), config.dim)
-    for info in chosen:
+    for info in registry.plugins.values():
         for name, cls in info.objectives.items():
             obj_scale = cls.scale
             entry = PlanEntry(name, obj_scale, info.name)
-            if info.is_modality_plugin and not any(m.name in info.modalities for m in modalities):
+            if info not in chosen:
+                entry.skip = f"plugin {info.name} not selected: add it to --plugins"
+            elif info.is_modality_plugin and not any(m.name in info.modalities for m in modalities):
                 entry.skip = f"plugin {info.name} has no usable modality"
             elif obj_scale not in config.scales:
                 entry.skip = "slot dropped by --scales"

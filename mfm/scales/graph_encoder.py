@@ -10,6 +10,8 @@ graph, so a single ``GATConv`` call encodes the whole batch; the graph embedding
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from typing import Literal
 
@@ -108,7 +110,9 @@ class GraphEncoder(nn.Module):
         self, dim: int, heads: int = 4, layers: int = 1, conv: Literal["gat", "gatv2"] = "gat"
     ) -> None:
         super().__init__()
-        from torch_geometric.nn import GATConv, GATv2Conv  # heavy import: only when built
+        with warnings.catch_warnings():  # torch_geometric still calls torch.jit.script
+            warnings.simplefilter("ignore", FutureWarning)
+            from torch_geometric.nn import GATConv, GATv2Conv  # heavy import: only when built
 
         if layers < 1 or heads < 1:
             raise ValueError(f"layers and heads must be >= 1, got {layers}, {heads}")
