@@ -77,6 +77,7 @@ def test_adjacency_graph(ctx, text):
 
 def test_aligned_micro_macro_beats_shuffled(ctx, text):
     """With macro == micro (mean text view of the region's POIs), G+ == G exactly."""
+    torch.manual_seed(0)  # the margin below depends on the random init of head and GAT
     fresh = _fresh_text(ctx, text)
     mean_view = PoiMeanRegionView(fresh)
     model, obj = _build(ctx, [fresh, mean_view], max_pois_per_region=10_000, tau=0.02)
