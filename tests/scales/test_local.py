@@ -93,7 +93,8 @@ def test_node_dropping_changes_the_positive_and_keeps_the_centre(ctx, text):
     base = model("local", idx, torch.Generator().manual_seed(0))
     model.objectives["local"].options.drop_prob = 0.9
     dropped = model("local", idx, torch.Generator().manual_seed(0))
-    assert torch.isfinite(dropped) and dropped > base  # G+ lost nodes: no longer equal to G
+    # G+ lost nodes, so it no longer equals G; the centre is kept, so the loss stays finite
+    assert torch.isfinite(dropped) and not torch.isclose(dropped, base, atol=1e-5)
 
 
 def test_one_step_trains_every_trainable_module(ctx, text):
