@@ -31,6 +31,7 @@ def run(
     dim: Annotated[int | None, typer.Option(help="Embedding width d")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Cap on steps per epoch")] = None,
+    num_workers: Annotated[int | None, typer.Option(help="DataLoader workers for images")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out")] = False,
     quiet: Annotated[bool, typer.Option(help="Log lines instead of progress bars")] = False,
 ) -> None:
@@ -41,7 +42,7 @@ def run(
     cfg = make_config(
         config, city=city, out=out, plugins=plugins, scales=scales, device=device,
         epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed,
-        max_steps_per_epoch=max_steps, quiet=quiet or None,
+        max_steps_per_epoch=max_steps, num_workers=num_workers, quiet=quiet or None,
     )
     if resume and cfg.out is None:
         raise MfmError("--resume needs --out RUN_DIR: the run to continue")

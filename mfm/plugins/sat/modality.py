@@ -102,6 +102,7 @@ class SatModality(Modality):
                     opts.weights,
                     opts.batch_size,
                     ctx.device,
+                    num_workers=ctx.config.num_workers,
                     quiet=ctx.quiet,
                     label="encode satellite tiles",
                 )
