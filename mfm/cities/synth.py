@@ -70,16 +70,12 @@ MODALITY_EVIDENCE: dict[str, str] = {
 }
 
 Size = Literal["tiny", "small", "medium", "large"]
+# fmt: off
 CLASSES = (
-    "residential",
-    "commercial",
-    "office",
-    "industrial",
-    "education",
-    "healthcare",
-    "civic",
+    "residential", "commercial", "office", "industrial", "education", "healthcare", "civic",
     "leisure",
 )
+# fmt: on
 METRIC_CRS = "EPSG:32632"
 CENTRE_LONLAT = (8.54, 47.37)
 UNINFORMATIVE_SHARE = 0.3
@@ -105,86 +101,44 @@ SIZES: dict[str, SizeSpec] = {
     "large": SizeSpec((55, 56), 64_000, 34_000, 20_000, 3),
 }
 
-# Per class: height factor, mean footprint area (m2), aspect range, shape probabilities
-# over (rect, L, U, octagon).
-CLASS_HEIGHT = np.array([1.0, 0.9, 1.5, 0.35, 0.6, 0.9, 0.7, 0.5])
-CLASS_AREA = np.array([170.0, 420.0, 1300.0, 3200.0, 1600.0, 1400.0, 650.0, 1100.0])
-CLASS_ASPECT = np.array(
-    [[1.0, 1.6], [1.0, 2.0], [1.0, 1.5], [1.6, 3.5], [1.0, 1.8], [1.0, 1.6], [1.0, 1.3], [1.4, 2.6]]
-)
-CLASS_SHAPES = np.array(
-    [
-        [0.65, 0.35, 0.0, 0.0],
-        [0.8, 0.2, 0.0, 0.0],
-        [0.85, 0.15, 0.0, 0.0],
-        [1.0, 0.0, 0.0, 0.0],
-        [0.1, 0.4, 0.5, 0.0],
-        [0.3, 0.4, 0.3, 0.0],
-        [0.6, 0.2, 0.0, 0.2],
-        [0.6, 0.0, 0.0, 0.4],
-    ]
-)
-_TAG_TEMPLATES: dict[str, list[dict[str, str]]] = {
-    "residential": [
-        {"building": "apartments"},
-        {"building": "house"},
-        {"building": "residential"},
-        {"building": "detached"},
-        {"building": "terrace"},
-    ],
-    "commercial": [
-        {"shop": "supermarket"},
-        {"amenity": "restaurant", "cuisine": "pizza"},
-        {"amenity": "restaurant", "cuisine": "regional"},
-        {"shop": "clothes"},
-        {"amenity": "cafe"},
-        {"shop": "bakery"},
-        {"building": "commercial"},
-    ],
-    "office": [
-        {"office": "company"},
-        {"office": "it"},
-        {"building": "office"},
-        {"office": "insurance"},
-        {"building": "commercial"},
-    ],
-    "industrial": [
-        {"building": "industrial"},
-        {"man_made": "works"},
-        {"building": "warehouse"},
-        {"craft": "metal_construction"},
-        {"landuse": "industrial"},
-    ],
-    "education": [
-        {"amenity": "school"},
-        {"amenity": "kindergarten"},
-        {"amenity": "university"},
-        {"amenity": "library"},
-        {"building": "public"},
-    ],
-    "healthcare": [
-        {"amenity": "pharmacy"},
-        {"amenity": "clinic"},
-        {"amenity": "doctors"},
-        {"amenity": "hospital"},
-        {"healthcare": "dentist"},
-    ],
-    "civic": [
-        {"amenity": "townhall"},
-        {"amenity": "police"},
-        {"amenity": "post_office"},
-        {"amenity": "fire_station"},
-        {"office": "government"},
-        {"building": "public"},
-    ],
-    "leisure": [
-        {"leisure": "sports_centre"},
-        {"leisure": "fitness_centre"},
-        {"amenity": "cinema"},
-        {"tourism": "museum"},
-        {"amenity": "theatre"},
-        {"amenity": "restaurant", "cuisine": "regional"},
-    ],
+# fmt: off
+_CLASS_TRAITS = np.array([
+    # floors factor, footprint m2, aspect range, P(rectangle, L, U, octagon)
+    [1.0, 170.0, 1.0, 1.6, 0.65, 0.35, 0.0, 0.0],  # residential: small houses, some L
+    [0.9, 420.0, 1.0, 2.0, 0.8, 0.2, 0.0, 0.0],  # commercial
+    [1.5, 1300.0, 1.0, 1.5, 0.85, 0.15, 0.0, 0.0],  # office: large, compact, tall
+    [0.35, 3200.0, 1.6, 3.5, 1.0, 0.0, 0.0, 0.0],  # industrial: huge elongated sheds, low
+    [0.6, 1600.0, 1.0, 1.8, 0.1, 0.4, 0.5, 0.0],  # education: L and U wings
+    [0.9, 1400.0, 1.0, 1.6, 0.3, 0.4, 0.3, 0.0],  # healthcare
+    [0.7, 650.0, 1.0, 1.3, 0.6, 0.2, 0.0, 0.2],  # civic
+    [0.5, 1100.0, 1.4, 2.6, 0.6, 0.0, 0.0, 0.4],  # leisure: halls and round arenas
+])
+CLASS_HEIGHT, CLASS_AREA = _CLASS_TRAITS[:, 0], _CLASS_TRAITS[:, 1]
+CLASS_ASPECT, CLASS_SHAPES = _CLASS_TRAITS[:, 2:4], _CLASS_TRAITS[:, 4:]
+
+# Informative OSM tags per class: templates separated by spaces, "key=value" pairs by commas.
+# A few templates are shared between classes ("building=commercial", "building=public").
+_TAGS_BY_CLASS = {
+    "residential": "building=apartments building=house building=residential building=detached"
+                   " building=terrace",
+    "commercial": "shop=supermarket amenity=restaurant,cuisine=pizza amenity=cafe shop=bakery"
+                  " amenity=restaurant,cuisine=regional shop=clothes building=commercial",
+    "office": "office=company office=it building=office office=insurance building=commercial",
+    "industrial": "building=industrial man_made=works building=warehouse landuse=industrial"
+                  " craft=metal_construction",
+    "education": "amenity=school amenity=kindergarten amenity=university amenity=library"
+                 " building=public",
+    "healthcare": "amenity=pharmacy amenity=clinic amenity=doctors amenity=hospital"
+                  " healthcare=dentist",
+    "civic": "amenity=townhall amenity=police amenity=post_office amenity=fire_station"
+             " office=government building=public",
+    "leisure": "leisure=sports_centre leisure=fitness_centre amenity=cinema tourism=museum"
+               " amenity=theatre amenity=restaurant,cuisine=regional",
+}
+# fmt: on
+_TAG_TEMPLATES = {
+    cls: [dict(kv.split("=") for kv in template.split(",")) for template in spec.split()]
+    for cls, spec in _TAGS_BY_CLASS.items()
 }
 # fmt: off
 _NAME_STEMS = (
@@ -333,14 +287,13 @@ def _street_network(rng: np.random.Generator, spec: SizeSpec) -> Network:
     grid += np.clip(rng.normal(0.0, 18.0, grid.shape), -45.0, 45.0)
 
     # Edges of the grid, each tagged with the grid line it belongs to.
-    i, j = np.meshgrid(np.arange(nx + 1), np.arange(ny + 1), indexing="ij")
-    h = (i < nx).ravel()
-    v = (j < ny).ravel()
-    a = np.concatenate([grid[i.ravel()[h], j.ravel()[h]], grid[i.ravel()[v], j.ravel()[v]]])
-    b = np.concatenate([grid[i.ravel()[h] + 1, j.ravel()[h]], grid[i.ravel()[v], j.ravel()[v] + 1]])
-    line = np.concatenate([j.ravel()[h], nx + 1 + ny + 1 + i.ravel()[v]])  # line ids
-    border = np.concatenate([j.ravel()[h] % ny == 0, i.ravel()[v] % nx == 0])
-    pos = np.concatenate([j.ravel()[h], i.ravel()[v]])
+    i, j = (k.ravel() for k in np.meshgrid(np.arange(nx + 1), np.arange(ny + 1), indexing="ij"))
+    h, v = i < nx, j < ny  # start of an eastward / northward edge
+    a = np.concatenate([grid[i[h], j[h]], grid[i[v], j[v]]])
+    b = np.concatenate([grid[i[h] + 1, j[h]], grid[i[v], j[v] + 1]])
+    pos = np.concatenate([j[h], i[v]])  # index of the street line among its direction
+    line = np.concatenate([j[h], ny + 1 + i[v]])  # street line id
+    border = np.concatenate([j[h] % ny == 0, i[v] % nx == 0])
     kind = np.where(border, "secondary", np.where(pos % 4 == 2, "primary", "residential"))
     kind = np.where((kind == "residential") & (pos % 4 == 0), "tertiary", kind)
     keep = ~((kind == "residential") & (rng.uniform(0.0, 1.0, len(a)) < 0.07))
@@ -348,7 +301,7 @@ def _street_network(rng: np.random.Generator, spec: SizeSpec) -> Network:
     d = b - a
     bend = (a + b) / 2 + rng.normal(0.0, 5.0, (len(a), 1)) * d[:, ::-1] * [1, -1] / 200.0
     lines = list(shapely.linestrings(np.stack([a, bend, b], axis=1)))
-    n_lines = 2 * (nx + ny + 2)
+    n_lines = nx + ny + 2
     names = _street_names(rng, n_lines + spec.diagonals)
     tags = [{"highway": str(k), "name": names[ln]} for k, ln in zip(kind, line, strict=True)]
 
@@ -448,7 +401,10 @@ def _centres(rng: np.random.Generator, xy: np.ndarray, extent: tuple) -> dict[st
     ring = 0.4 * side * rng.uniform(0.8, 1.2, (len(ang), 1))
     ind_c = mid + ring * np.column_stack([np.cos(ang), np.sin(ang)])
     ind = _bumps(rng, xy, ind_c, float(np.clip(0.12 * side, 200, 700)))
-    park = _bumps(rng, xy, rng.uniform(0, 1, (1 + int(km2 / 1.2), 2)) * ext, 250.0)
+    # Parks and woods mostly away from downtown.
+    spots = rng.uniform(0, 1, (8 * (1 + int(km2 / 1.2)), 2)) * ext
+    far = np.argsort(np.linalg.norm(spots - main, axis=1) < 0.3 * side, kind="stable")
+    park = _bumps(rng, xy, spots[far[: 1 + int(km2 / 1.2)]], 250.0)
     return {"cbd": cbd, "ind": ind, "park": park}
 
 
@@ -464,9 +420,9 @@ def _latents(rng: np.random.Generator, net: Network, river: River, water: np.nda
 
     logits = np.column_stack(
         [
-            1.3 + 0.5 * noise["res"] - 0.6 * cbd,
-            -0.6 + 1.8 * cbd + 0.4 * noise["com"],
-            -1.8 + 2.8 * cbd,
+            1.3 + 0.5 * noise["res"] - 0.3 * cbd,
+            -0.6 + 1.2 * cbd + 0.4 * noise["com"],
+            -1.8 + 2.0 * cbd,
             -2.4 + 4.0 * ind,
             np.full(r, -1.9),
             np.full(r, -2.2),
@@ -477,10 +433,11 @@ def _latents(rng: np.random.Generator, net: Network, river: River, water: np.nda
     shares = np.exp(logits - logits.max(1, keepdims=True))
     shares /= shares.sum(1, keepdims=True)
 
-    floors = np.clip(3.0 + 9.0 * cbd + 3.0 * noise["hgt"] + rng.normal(0, 0.7, r), 1.0, 40.0)
+    floors = (2.5 + 9.0 * cbd) * np.exp(0.35 * noise["hgt"]) + rng.normal(0, 0.5, r)
+    floors = np.clip(floors, 1.0, 40.0)
     greenery = 0.06 + 0.6 * park + 0.1 * noise["grn"] - 0.1 * cbd + rng.normal(0, 0.03, r)
     greenery = np.clip(greenery, 0.02, 0.85) * (1 - water)
-    built = (0.92 - greenery - water) * (0.45 + 0.3 * cbd + 0.06 * noise["blt"])
+    built = (0.92 - greenery - water) * (0.45 + 0.25 * cbd + 0.12 * noise["blt"])
     built = np.clip(built + rng.normal(0, 0.02, r), 0.03, 0.9)
     fp_scale = np.exp(0.35 * noise["fp"] + 0.5 * ind + 0.25 * cbd)
     job_mix = shares @ np.array([0.0, 1.6, 3.0, 1.2, 0.8, 0.8, 0.8, 0.5])
@@ -491,7 +448,7 @@ def _latents(rng: np.random.Generator, net: Network, river: River, water: np.nda
     access = _job_access(xy, jobs * shapely.area(net.regions))
     waterfront = np.exp(-shapely.distance(centre, river.polygon) / 300.0)
     log_price = (
-        2.0 * greenery
+        3.0 * greenery
         + 0.25 * np.log(floors)
         + 0.35 * access
         + 0.8 * shares[:, 1]
@@ -614,8 +571,8 @@ def _tags(
 def _pois(
     rng: np.random.Generator, spec: SizeSpec, net: Network, lat: Latents, land: np.ndarray
 ) -> Pois:
-    """POIs per region (denser where built up and tall), with class, height and footprint."""
-    weight = shapely.area(net.regions) * (0.2 + lat.built) * (1 + lat.floors / 10)
+    """POIs per region (denser where built up), with class, height and footprint."""
+    weight = shapely.area(net.regions) * (0.2 + lat.built)
     region = np.repeat(np.arange(len(weight)), rng.multinomial(spec.pois, weight / weight.sum()))
     n = len(region)
     cls = np.argmax(np.log(lat.shares[region]) + rng.gumbel(size=(n, len(CLASSES))), axis=1)
