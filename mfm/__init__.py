@@ -34,7 +34,7 @@ __all__ = [
 ]
 
 
-def run(config: RunConfig, resume: bool = False):  # noqa: ANN201 - RunResult, lazily imported
+def run(config: RunConfig, resume: bool = False):
     """Train on ``config.city`` (the synthetic default when None) and write embeddings."""
     from mfm.core.pipeline import run as run_pipeline
 

@@ -109,7 +109,7 @@ def build_resnet18(weights: str = "none") -> nn.Module:
     if weights == "imagenet":
         try:
             net = resnet18(weights=ResNet18_Weights.IMAGENET1K_V1)
-        except Exception as exc:  # noqa: BLE001 - download failures come in many types
+        except Exception as exc:
             raise MfmError(
                 f"cannot get torchvision's ImageNet ResNet18 weights ({type(exc).__name__}); "
                 "put them in $TORCH_HOME or pass a weights file path"

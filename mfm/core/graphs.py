@@ -33,7 +33,11 @@ class Neighbours:
         flat = np.where(mask, starts[:, None] + col[None, :], 0)
         idx = np.where(mask, self.index[flat] if len(self.index) else 0, 0)
         dist = np.where(mask, self.dist[flat] if len(self.dist) else 0.0, 0.0)
-        return torch.as_tensor(idx), torch.as_tensor(dist, dtype=torch.float32), torch.as_tensor(mask)
+        return (
+            torch.as_tensor(idx),
+            torch.as_tensor(dist, dtype=torch.float32),
+            torch.as_tensor(mask),
+        )
 
 
 def radius_neighbours(

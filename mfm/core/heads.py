@@ -12,5 +12,5 @@ class ProjectionHead(nn.Sequential):
         hidden = hidden or max(dim, min(in_dim, 2 * dim))
         super().__init__(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
 
-    def forward(self, x: Tensor) -> Tensor:  # noqa: D102 - nn.Sequential semantics
+    def forward(self, x: Tensor) -> Tensor:
         return super().forward(x)

@@ -19,6 +19,19 @@ if TYPE_CHECKING:
     from mfm.core.model import UrbanModel
 
 
+def freeze(module: nn.Module) -> nn.Module:
+    """Mark a backbone's parameters frozen: no stage trains them, whatever it asks for."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+        p.mfm_frozen = True  # type: ignore[attr-defined]
+    return module
+
+
+def is_frozen(param: nn.Parameter) -> bool:
+    """True for parameters of a backbone marked with ``freeze``."""
+    return bool(getattr(param, "mfm_frozen", False))
+
+
 class View(StrEnum):
     """Kinds of embedding a modality can offer to the cross-modal scale objectives."""
 

@@ -112,9 +112,9 @@ def plan_run(config: RunConfig, city: City, registry: Registry | None = None) ->
             elif obj_scale not in config.scales:
                 entry.skip = "slot dropped by --scales"
             else:
-                entry.skip = cls(plugin_options(config, "objective", name, cls.Options)).skip_reason(
-                    probe, ctx
-                )
+                entry.skip = cls(
+                    plugin_options(config, "objective", name, cls.Options)
+                ).skip_reason(probe, ctx)
             plan.entries.append(entry)
     plan.entries.sort(key=lambda e: e.scale)  # stable: registration order within a slot
     return plan
@@ -126,7 +126,9 @@ def _poi_default(model: UrbanModel, n: int, device: torch.device) -> torch.Tenso
     for start in range(0, n, 4096):
         idx = torch.arange(start, min(n, start + 4096))
         views = model.poi_views(idx.to(device))
-        total = sum(torch.nn.functional.normalize(v.emb, dim=-1) * v.mask[:, None] for v in views.values())
+        total = sum(
+            torch.nn.functional.normalize(v.emb, dim=-1) * v.mask[:, None] for v in views.values()
+        )
         count = sum(v.mask.float() for v in views.values()).clamp_min(1)[:, None]
         out.append((total / count).float().cpu())
     return torch.cat(out)
@@ -136,7 +138,9 @@ def _region_mean(city: City, poi: np.ndarray) -> np.ndarray:
     """Mean POI embedding per region (zeros for a region without POIs)."""
     n = len(city.regions)
     ptr, items = group_members(city.poi_region(), n)
-    sums = np.add.reduceat(poi[items], ptr[:-1], axis=0) if len(items) else np.zeros((n, poi.shape[1]))
+    sums = (
+        np.add.reduceat(poi[items], ptr[:-1], axis=0) if len(items) else np.zeros((n, poi.shape[1]))
+    )
     counts = np.diff(ptr)
     sums[counts == 0] = 0
     return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
@@ -161,8 +165,9 @@ def run(
     quiet = config.quiet or not rt.is_main
     plan = plan_run(config, city, registry)
     if rt.is_main:
-        console.print(f"city [bold]{city.name}[/] ({city.root}), device {rt.device}, "
-                      f"{rt.world} process(es)")
+        console.print(
+            f"city [bold]{city.name}[/] ({city.root}), device {rt.device}, {rt.world} process(es)"
+        )
         for scale in Scale:
             console.print(f"  {scale.label:<7} {SLOT_DESCRIPTIONS[scale]}", style="dim")
         console.print(plan.table())
@@ -182,7 +187,9 @@ def run(
     for entry in plan.entries:
         if entry.skip is None:
             cls = by_name[entry.objective]
-            objectives.append(cls(plugin_options(config, "objective", entry.objective, cls.Options)))
+            objectives.append(
+                cls(plugin_options(config, "objective", entry.objective, cls.Options))
+            )
     model = UrbanModel(plan.modalities, objectives, config.dim)
     torch.manual_seed(config.seed)
     for obj in objectives:
@@ -190,24 +197,32 @@ def run(
     model.to(rt.device)
 
     settings = TrainSettings(
-        epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, warmup=config.warmup,
-        weight_decay=config.weight_decay, seed=config.seed,
-        max_steps_per_epoch=config.max_steps_per_epoch, quiet=quiet,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        warmup=config.warmup,
+        weight_decay=config.weight_decay,
+        seed=config.seed,
+        max_steps_per_epoch=config.max_steps_per_epoch,
+        quiet=quiet,
     )
     trainer = Trainer(model, settings, rt, out)
     history = trainer.fit(objectives, resume=resume)
     checksums = trainer.replica_checksums()
 
     with torch.no_grad():
-        poi = next((e for o in reversed(objectives) if (e := o.poi_embeddings(model)) is not None),
-                   None)
+        poi = next(
+            (e for o in reversed(objectives) if (e := o.poi_embeddings(model)) is not None), None
+        )
         if poi is None:
             poi = _poi_default(model, len(city.pois), rt.device)
         poi_np = poi.float().cpu().numpy()
         region_np = None
         if city.has("regions"):
-            reg = next((e for o in reversed(objectives)
-                        if (e := o.region_embeddings(model)) is not None), None)
+            reg = next(
+                (e for o in reversed(objectives) if (e := o.region_embeddings(model)) is not None),
+                None,
+            )
             region_np = reg.float().cpu().numpy() if reg is not None else _region_mean(city, poi_np)
 
     result = RunResult(out, out / POI_EMBEDDINGS, None, out / RUN_MANIFEST, poi_np, region_np)
@@ -216,37 +231,60 @@ def run(
         if region_np is not None:
             result.region_embeddings = out / REGION_EMBEDDINGS
             regions = city.regions[[REGION_ID, "geometry"]].copy()
-            regions["n_pois"] = np.bincount(city.poi_region()[city.poi_region() >= 0],
-                                            minlength=len(regions))
+            regions["n_pois"] = np.bincount(
+                city.poi_region()[city.poi_region() >= 0], minlength=len(regions)
+            )
             write_embeddings(result.region_embeddings, regions, region_np)
         manifest = {
             "mfm_version": dist_version("urban-mfm"),
             "created": datetime.now().isoformat(timespec="seconds"),
             "config": config.model_dump(mode="json"),
-            "city": {"name": city.name, "root": str(city.root), "crs": city.crs,
-                     "hashes": {layer: city.fingerprint(layer)
-                                for layer in ("pois", "roads", "regions", "svi", "satellite",
-                                              "trajectories") if city.has(layer)}},
-            "plugins": [{"name": p.name, "version": p.version, "package": p.package}
-                        for p in plan.plugins],
+            "city": {
+                "name": city.name,
+                "root": str(city.root),
+                "crs": city.crs,
+                "hashes": {
+                    layer: city.fingerprint(layer)
+                    for layer in ("pois", "roads", "regions", "svi", "satellite", "trajectories")
+                    if city.has(layer)
+                },
+            },
+            "plugins": [
+                {"name": p.name, "version": p.version, "package": p.package} for p in plan.plugins
+            ],
             "modalities": {m.name: m.fingerprint() for m in plan.modalities},
-            "plan": [{"objective": e.objective, "scale": e.scale.label, "plugin": e.plugin,
-                      "skipped": e.skip} for e in plan.entries],
+            "plan": [
+                {
+                    "objective": e.objective,
+                    "scale": e.scale.label,
+                    "plugin": e.plugin,
+                    "skipped": e.skip,
+                }
+                for e in plan.entries
+            ],
             "stages": [r.__dict__ for r in history],
-            "device": {"type": rt.device.type, "world_size": rt.world,
-                       "replica_checksums": checksums,
-                       "name": torch.cuda.get_device_name(rt.device)
-                       if rt.device.type == "cuda" else platform.processor() or "cpu"},
+            "device": {
+                "type": rt.device.type,
+                "world_size": rt.world,
+                "replica_checksums": checksums,
+                "name": torch.cuda.get_device_name(rt.device)
+                if rt.device.type == "cuda"
+                else platform.processor() or "cpu",
+            },
             "feature_cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
-            "outputs": {"poi_embeddings": POI_EMBEDDINGS,
-                        "region_embeddings": REGION_EMBEDDINGS if region_np is not None else None,
-                        "dim": int(poi_np.shape[1])},
+            "outputs": {
+                "poi_embeddings": POI_EMBEDDINGS,
+                "region_embeddings": REGION_EMBEDDINGS if region_np is not None else None,
+                "dim": int(poi_np.shape[1]),
+            },
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
         write_json(result.manifest, manifest)
-        console.print(f"[green]wrote[/] {result.poi_embeddings}"
-                      + (f", {result.region_embeddings}" if region_np is not None else "")
-                      + f" and {result.manifest}")
+        console.print(
+            f"[green]wrote[/] {result.poi_embeddings}"
+            + (f", {result.region_embeddings}" if region_np is not None else "")
+            + f" and {result.manifest}"
+        )
     rt.barrier()
     return result
 

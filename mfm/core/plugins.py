@@ -107,14 +107,16 @@ def load_registry(extra: dict[str, object] | None = None) -> Registry:
             )
         try:
             module = ep.load()
-        except Exception as exc:  # noqa: BLE001 - any import failure is the plugin's
+        except Exception as exc:
             raise PluginError(
                 f"plugin {ep.name!r} failed to import ({type(exc).__name__}: {exc}); "
                 f"fix or uninstall {ep.dist.name if ep.dist else ep.value}"
             ) from None
         pm.register(module, name=ep.name)
         dist = ep.dist
-        infos[ep.name] = PluginInfo(ep.name, dist.version if dist else "?", dist.name if dist else "?")
+        infos[ep.name] = PluginInfo(
+            ep.name, dist.version if dist else "?", dist.name if dist else "?"
+        )
     for name, plugin in (extra or {}).items():
         if name in infos:
             raise PluginError(f"plugin {name!r} is registered twice; rename one")
@@ -134,7 +136,10 @@ def _collect(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
     """Call the register_* hooks plugin by plugin, so each registration has an owner."""
     owners: dict[tuple[str, str], str] = {}
 
-    for hook, attr in (("register_modalities", "modalities"), ("register_objectives", "objectives")):
+    for hook, attr in (
+        ("register_modalities", "modalities"),
+        ("register_objectives", "objectives"),
+    ):
         for impl in getattr(pm.hook, hook).get_hookimpls():
             owner = impl.plugin_name
 
@@ -155,7 +160,7 @@ def _collect(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
                 impl.function(register=register)
             except PluginError:
                 raise
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise PluginError(
                     f"plugin {owner!r} raised in {hook} ({type(exc).__name__}: {exc})"
                 ) from None
@@ -166,7 +171,7 @@ def register_commands(registry: Registry, app: object) -> None:
     for impl in registry.pm.hook.register_commands.get_hookimpls():
         try:
             impl.function(app=app)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise PluginError(
                 f"plugin {impl.plugin_name!r} raised in register_commands "
                 f"({type(exc).__name__}: {exc})"

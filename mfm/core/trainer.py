@@ -20,8 +20,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mfm.core.errors import MfmError
+from mfm.core.modality import Objective, is_frozen
 from mfm.core.model import UrbanModel
-from mfm.core.modality import Objective
 from mfm.core.progress import log, progress_bar
 
 CHECKPOINTS = "checkpoints"
@@ -163,7 +163,7 @@ class Trainer:
         model = self.model
         trainable = {id(p) for m in obj.trainable(model) for p in m.parameters()}
         for p in model.parameters():
-            p.requires_grad_(id(p) in trainable)
+            p.requires_grad_(id(p) in trainable and not is_frozen(p))
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise MfmError(f"objective {obj.name!r} has nothing to train; check its plugin")
@@ -190,8 +190,11 @@ class Trainer:
             batches = self._batches(n, rng)
             epoch_losses = []
             model.train()
-            with progress_bar(f"{label} epoch {epoch + 1}/{self.s.epochs}", sum(map(len, batches)),
-                              self.s.quiet or not self.rt.is_main) as bar:
+            with progress_bar(
+                f"{label} epoch {epoch + 1}/{self.s.epochs}",
+                sum(map(len, batches)),
+                self.s.quiet or not self.rt.is_main,
+            ) as bar:
                 for b, idx in enumerate(batches):
                     factor = _lr_factor(epoch * steps + b, total, self.s.warmup)
                     for group in opt.param_groups:
@@ -246,8 +249,10 @@ class Trainer:
         """Write weights + optimizer (safetensors) and state (JSON) atomically, rank 0 only."""
         if self.rt.is_main:
             self.ckpt.mkdir(parents=True, exist_ok=True)
-            tensors = {f"model/{k}": v.detach().cpu().contiguous()
-                       for k, v in self.model.state_dict().items()}
+            tensors = {
+                f"model/{k}": v.detach().cpu().contiguous()
+                for k, v in self.model.state_dict().items()
+            }
             opt_state = opt.state_dict()
             for pid, st in opt_state["state"].items():
                 for k, v in st.items():

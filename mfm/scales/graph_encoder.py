@@ -11,7 +11,6 @@ graph, so a single ``GATConv`` call encodes the whole batch; the graph embedding
 from __future__ import annotations
 
 import warnings
-
 from dataclasses import dataclass
 from typing import Literal
 

@@ -65,3 +65,26 @@ def test_training_step_changes_head_and_lowers_loss(tiny_city, cache_dir):
         opt.step()
     assert all(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
     assert loss.item() < first
+
+
+def test_finetuning_trains_only_the_last_layers(tiny_city, cache_dir):
+    from mfm.core.modality import is_frozen
+    from mfm.plugins.osm.modality import OsmOptions
+
+    city = City.load(tiny_city)
+    ctx = Context(city, RunConfig(city=tiny_city), FeatureCache(cache_dir), torch.device("cpu"), 16)
+    text = OsmText(OsmOptions(finetune_layers=1, max_length=32))
+    text.prepare(ctx)
+    trainable = [n for n, p in text.named_parameters() if not is_frozen(p)]
+    assert any(n.startswith("encoder.encoder.layer.5.") for n in trainable)
+    assert not any(n.startswith("encoder.encoder.layer.4.") for n in trainable)
+    view = text.poi_view(torch.arange(8))
+    view.emb.sum().backward()
+    last = text.encoder.encoder.layer[5].output.dense.weight
+    assert last.grad is not None and last.grad.abs().sum() > 0
+    assert text.encoder.encoder.layer[0].output.dense.weight.grad is None
+    # at init the fine-tuned path reproduces the frozen cached features
+    frozen = OsmText(OsmOptions(max_length=32))
+    frozen.prepare(ctx)
+    frozen.head = text.head
+    torch.testing.assert_close(frozen.poi_view(torch.arange(8)).emb, view.emb, atol=1e-4, rtol=1e-4)

@@ -6,11 +6,12 @@ from typing import Literal
 
 import torch
 from pydantic import Field
-from torch import Tensor
+from torch import Tensor, nn
 
-from mfm.core.encoders import DEFAULT_TEXT_MODEL, encode_texts
+from mfm.core.encoders import DEFAULT_TEXT_MODEL, encode_texts, load_text_encoder, pool
+from mfm.core.errors import ConfigError
 from mfm.core.heads import ProjectionHead
-from mfm.core.modality import Context, Modality, Options, PoiView, View
+from mfm.core.modality import Context, Modality, Options, PoiView, View, freeze
 
 SERIALIZER = "kv-v1"
 
@@ -27,6 +28,9 @@ class OsmOptions(Options):
     pooling: Literal["mean", "cls"] = "mean"
     max_length: int = Field(64, gt=4)
     batch_size: int = Field(128, gt=0)
+    finetune_layers: int = Field(
+        0, ge=0, description="0: frozen encoder, cached features; k: train its last k layers"
+    )
 
 
 class OsmText(Modality):
@@ -66,7 +70,55 @@ class OsmText(Modality):
         )["features"]
         self.register_buffer("features", feats.float(), persistent=False)
         self.head = ProjectionHead(feats.shape[1], ctx.dim)
+        self.encoder: nn.Module | None = None
+        if opts.finetune_layers:
+            self._prepare_finetuning(texts, opts)
+
+    def _prepare_finetuning(self, texts: list[str], opts: OsmOptions) -> None:
+        """Keep the encoder in the model; only its last ``finetune_layers`` layers train."""
+        tokenizer, encoder = load_text_encoder(opts.model)
+        layers = _transformer_layers(encoder)
+        if opts.finetune_layers > len(layers):
+            raise ConfigError(
+                f"[plugin.osm] finetune_layers={opts.finetune_layers}: {opts.model} has "
+                f"{len(layers)} layers"
+            )
+        freeze(encoder)
+        for layer in layers[-opts.finetune_layers :]:
+            for p in layer.parameters():
+                p.mfm_frozen = False
+                p.requires_grad_(True)
+        tokens = tokenizer(
+            texts,
+            padding="max_length",
+            truncation=True,
+            max_length=opts.max_length,
+            return_tensors="pt",
+        )
+        self.register_buffer("input_ids", tokens["input_ids"], persistent=False)
+        self.register_buffer("attention_mask", tokens["attention_mask"], persistent=False)
+        self.encoder = encoder
 
     def poi_view(self, idx: Tensor, query: Tensor | None = None) -> PoiView:
-        emb = self.head(self.features[idx.to(self.features.device)])
+        idx = idx.to(self.features.device)
+        if self.encoder is None:
+            feats = self.features[idx]
+        else:
+            mask = self.attention_mask[idx]
+            width = int(mask.sum(1).max())  # trim padding shared by the whole batch
+            mask = mask[:, :width]
+            hidden = self.encoder(input_ids=self.input_ids[idx, :width], attention_mask=mask)
+            feats = pool(hidden.last_hidden_state, mask, self.options.pooling)  # type: ignore[attr-defined]
+        emb = self.head(feats)
         return PoiView(emb, torch.ones(len(idx), dtype=torch.bool, device=emb.device))
+
+
+def _transformer_layers(encoder: nn.Module) -> nn.ModuleList:
+    """The stack of transformer blocks of a BERT-like encoder."""
+    for path in ("encoder.layer", "transformer.layer", "layers"):
+        module: object = encoder
+        for part in path.split("."):
+            module = getattr(module, part, None)
+        if isinstance(module, nn.ModuleList):
+            return module
+    raise ConfigError("[plugin.osm] finetune_layers: cannot find the encoder's layers")

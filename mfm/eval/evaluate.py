@@ -1,0 +1,407 @@
+"""``evaluate``: probe a run's frozen embeddings on a labelled task, against baselines.
+
+For each of ``runs`` seeded splits, a probe (ridge by default) is fitted on the train part
+of every method's features (the mfm embeddings and each baseline, all on the same splits),
+its hyper-parameter chosen on a validation split of the train part, and scored on the test
+part. Metrics are reported as ``[mean, std]`` over the runs (std with ddof=0).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from mfm.core.cache import FeatureCache, default_cache_dir
+from mfm.core.city import City, LabelSpec
+from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION_ID, RUN_MANIFEST
+from mfm.core.embed import read_embeddings, write_json
+from mfm.core.errors import MfmError
+from mfm.eval.baselines import BASELINES, counts_features, random_features, text_features
+from mfm.eval.probes import DEFAULT_PROBE, GRIDS, fit_probe
+from mfm.eval.splits import SPLITS, IndexPair, make_splits, spatial_blocks
+
+LEVELS = {"region": REGION_ID, "poi": POI_ID}
+KINDS = {"regression": "value", "classification": "label"}
+_LAYER = {"region": "regions", "poi": "pois"}
+MIN_ITEMS = 5
+"""Fewest labelled items a task needs."""
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def read_manifest(run_dir: Path | str) -> dict[str, Any]:
+    """Read ``RUN_DIR/manifest.json``; MfmError when it is not a finished run."""
+    path = Path(run_dir) / RUN_MANIFEST
+    if not path.is_file():
+        raise MfmError(f"{run_dir} has no {RUN_MANIFEST}; pass a directory written by `mfm run`")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as exc:
+        raise MfmError(f"{path} is not valid JSON ({exc}); re-run `mfm run`") from None
+
+
+def run_city(manifest: dict[str, Any], run_dir: Path | str) -> City:
+    """Load the city bundle the run was trained on (``city.root`` in the manifest)."""
+    root = Path(manifest.get("city", {}).get("root", ""))
+    if not (root / "city.toml").is_file():
+        raise MfmError(
+            f"the city of run {run_dir} ({root}, city.root in {RUN_MANIFEST}) is not there; "
+            "put the bundle back at that path"
+        )
+    return City.load(root)
+
+
+def list_tasks(run_dir: Path | str) -> dict[str, LabelSpec]:
+    """The labelled tasks (``[labels.*]``) of the run's city, by name."""
+    manifest = read_manifest(run_dir)
+    return dict(run_city(manifest, run_dir).labels)
+
+
+def _embeddings(
+    run_dir: Path, manifest: dict[str, Any], level: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, embeddings) of the run at ``level``."""
+    outputs = manifest.get("outputs", {})
+    default = REGION_EMBEDDINGS if level == "region" else POI_EMBEDDINGS
+    name = outputs.get(f"{level}_embeddings", default)
+    path = run_dir / name if name else None
+    if path is None or not path.is_file():
+        raise MfmError(
+            f"run {run_dir} has no {level} embeddings ({default}); a {level}-level task needs "
+            f"a run on a city with {_LAYER[level]}"
+        )
+    frame, emb = read_embeddings(path)
+    return frame[LEVELS[level]].astype(str).to_numpy(), emb
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def read_labels_file(
+    path: Path | str, level: str | None = None, kind: str | None = None
+) -> tuple[pd.DataFrame, str, str]:
+    """Read a labels CSV from outside the bundle: ``(frame[id, target], level, kind)``.
+
+    Level and kind are inferred from the columns (``region_id``/``poi_id``,
+    ``value``/``label``) when not given.
+
+    Raises:
+        MfmError: Missing file or column, bad values, duplicate ids; names the file and fix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MfmError(f"labels file {path} not found; pass the path of a labels CSV")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=True)
+    except Exception as exc:  # pandas raises several types for unreadable CSVs
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MfmError(
+            f"cannot read {path} as CSV ({first}); write a CSV with a header row"
+        ) from None
+
+    def pick(given: str | None, table: dict[str, str], what: str, flag: str) -> str:
+        if given is not None:
+            if given not in table:
+                raise MfmError(f"{flag} {given!r} is not valid; use one of: {', '.join(table)}")
+            return given
+        found = [k for k, col in table.items() if col in df.columns]
+        if len(found) != 1:
+            cols = " or ".join(table.values())
+            raise MfmError(
+                f"cannot tell the {what} of {path} (it needs exactly one {cols} column); "
+                f"pass {flag} {'|'.join(table)}"
+            )
+        return found[0]
+
+    level = pick(level, LEVELS, "level", "--level")
+    kind = pick(kind, KINDS, "kind", "--kind")
+    id_col, target = LEVELS[level], KINDS[kind]
+    for col in (id_col, target):
+        if col not in df.columns:
+            raise MfmError(
+                f"{path}: missing column '{col}'; a {level} {kind} labels CSV needs columns "
+                f"{id_col},{target}"
+            )
+    bad = df[id_col].isna().to_numpy()
+    _row_error(path, bad, f"missing {id_col}; every row needs an id")
+    dup = df[id_col].duplicated().to_numpy()
+    _row_error(path, dup, f"duplicate {id_col}; ids must be unique")
+    if kind == "regression":
+        values = pd.to_numeric(df[target], errors="coerce").to_numpy(dtype=np.float64)
+        _row_error(
+            path,
+            ~np.isfinite(values),
+            "value is not a finite number; regression labels need numeric values",
+        )
+    else:
+        values = df[target].to_numpy(dtype=object)
+        _row_error(
+            path, df[target].isna().to_numpy(), "missing label; drop the row or give it a class"
+        )
+    if len(df) == 0:
+        raise MfmError(f"{path} has no rows; add one row per labelled {level}")
+    return pd.DataFrame({"id": df[id_col].astype(str).to_numpy(), target: values}), level, kind
+
+
+def _row_error(path: Path, bad: np.ndarray, message: str) -> None:
+    rows = np.flatnonzero(bad)
+    if len(rows):
+        more = f" (and {len(rows) - 1} more rows)" if len(rows) > 1 else ""
+        raise MfmError(f"{path} row {rows[0]}{more}: {message}")
+
+
+def resolve_task(
+    city: City,
+    task: str | None,
+    labels: Path | str | None,
+    level: str | None,
+    kind: str | None,
+) -> tuple[str, str, str, pd.DataFrame, str]:
+    """(name, level, kind, labels frame, source) of a bundle task or an external labels file."""
+    if labels is not None:
+        df, level, kind = read_labels_file(labels, level, kind)
+        return task or Path(labels).stem, level, kind, df, str(labels)
+    have = ", ".join(sorted(city.labels)) or "none"
+    if task is None:
+        raise MfmError(f"no task given; pass --task NAME (tasks of city {city.name!r}: {have})")
+    if task not in city.labels:
+        hint = "" if city.labels else "; or pass --labels FILE.csv with --level and --kind"
+        raise MfmError(f"unknown task {task!r}; available tasks: {have}{hint}")
+    spec = city.labels[task]
+    for given, actual, flag in ((level, spec.level, "--level"), (kind, spec.kind, "--kind")):
+        if given is not None and given != actual:
+            raise MfmError(f"task {task!r} is {actual} in city.toml; drop {flag} {given}")
+    return task, spec.level, spec.kind, city.read_labels(task), str(spec.path)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _pair(values: Sequence[float] | np.ndarray) -> list[float | None]:
+    """``[mean, std]`` over runs, ignoring NaN; None where undefined."""
+    arr = np.asarray(values, dtype=np.float64)
+    if not np.isfinite(arr).any():
+        return [None, None]
+    arr = arr[np.isfinite(arr)]
+    return [float(arr.mean()), float(arr.std())]
+
+
+def _num(x: float) -> int | float:
+    """An int when integral, else rounded to 3 decimals."""
+    return round(x) if math.isclose(x, round(x), abs_tol=1e-9) else round(float(x), 3)
+
+
+def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """RMSE, MAE and R2 (NaN when the test part has fewer than 2 items)."""
+    r2 = float(r2_score(y_true, y_pred)) if len(y_true) > 1 else float("nan")
+    return {
+        "rmse": float(np.sqrt(mean_squared_error(y_true, y_pred))),
+        "mae": float(mean_absolute_error(y_true, y_pred)),
+        "r2": r2,
+    }
+
+
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int
+) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """F1 of class codes ``0..n_classes-1``: (macro, weighted, per class [C], support [C]).
+
+    Macro and weighted F1 equal scikit-learn's ``f1_score`` (macro over the classes in
+    ``y_true`` or ``y_pred``); per-class F1 is NaN for a class neither true nor predicted.
+    """
+    tp = np.bincount(y_true[y_true == y_pred], minlength=n_classes)
+    support = np.bincount(y_true, minlength=n_classes)
+    predicted = np.bincount(y_pred, minlength=n_classes)
+    f1 = 2 * tp / np.maximum(support + predicted, 1)
+    present = (support + predicted) > 0
+    macro = float(f1[present].mean())
+    weighted = float((f1 * support).sum() / max(support.sum(), 1))
+    return macro, weighted, np.where(present, f1, np.nan), support
+
+
+def score_method(
+    x: np.ndarray,
+    y: np.ndarray,
+    kind: str,
+    splits: list[IndexPair],
+    probe: str,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> tuple[dict[str, Any], list[Any]]:
+    """Fit and score one method's features on every split: (result, chosen params)."""
+    params: list[Any] = []
+    runs: list[Any] = []
+    classes = None
+    if kind == "classification":
+        classes, y = np.unique(y, return_inverse=True)
+    for r, (tr, te) in enumerate(splits):
+        g = groups[tr] if groups is not None else None
+        est, param = fit_probe(x[tr], y[tr], kind, probe, groups=g, seed=seed + r)
+        params.append(param)
+        pred = est.predict(x[te])
+        if classes is None:
+            runs.append(regression_metrics(y[te], pred))
+        else:
+            runs.append(classification_metrics(y[te], pred, len(classes)))
+    if classes is None:
+        return {m: _pair([run[m] for run in runs]) for m in ("rmse", "mae", "r2")}, params
+    f1 = np.stack([run[2] for run in runs])  # [runs, C]
+    support = np.stack([run[3] for run in runs]).astype(np.float64)
+    mean_support = support.mean(axis=0)
+    order = sorted(np.flatnonzero(mean_support > 0), key=lambda c: (-mean_support[c], classes[c]))
+    per_class = {
+        str(classes[c]): {"f1": _pair(f1[:, c]), "support": _num(mean_support[c])} for c in order
+    }
+    result = {
+        "macro_f1": _pair([run[0] for run in runs]),
+        "weighted_f1": _pair([run[1] for run in runs]),
+        "per_class": per_class,
+    }
+    return result, params
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _check_args(split: str, runs: int, probe: str, baselines: Sequence[str], test_size: float):
+    if split not in SPLITS:
+        raise MfmError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
+    if probe not in GRIDS:
+        raise MfmError(f"unknown probe {probe!r}; use one of: {', '.join(GRIDS)}")
+    if runs < 1:
+        raise MfmError(f"--runs must be at least 1, not {runs}")
+    if not 0 < test_size < 1:
+        raise MfmError(f"--test-size must be between 0 and 1, not {test_size}")
+    unknown = [b for b in baselines if b not in BASELINES]
+    if unknown:
+        raise MfmError(f"unknown baseline {unknown[0]!r}; use any of: {', '.join(BASELINES)}")
+
+
+def _cache(manifest: dict[str, Any]) -> FeatureCache:
+    """The feature cache the run used (so its text features are found, not recomputed)."""
+    where = manifest.get("feature_cache", {}).get("dir") or manifest.get("config", {}).get(
+        "cache_dir"
+    )
+    return FeatureCache(Path(where) if where else default_cache_dir())
+
+
+def evaluate(
+    run_dir: Path | str,
+    task: str | None = None,
+    *,
+    labels: Path | str | None = None,
+    level: str | None = None,
+    kind: str | None = None,
+    split: str = "random",
+    runs: int = 10,
+    probe: str = DEFAULT_PROBE,
+    baselines: Sequence[str] = BASELINES,
+    seed: int = 0,
+    test_size: float = 0.2,
+) -> dict[str, Any]:
+    """Probe a run's frozen embeddings on one labelled task, with baselines on the same splits.
+
+    Args:
+        run_dir: A directory written by ``mfm run``.
+        task: A ``[labels.<task>]`` name of the run's city (or the name for ``labels``).
+        labels: A labels CSV outside the bundle (``region_id``/``poi_id`` then
+            ``value``/``label``), used instead of a bundle task.
+        level: ``region`` or ``poi`` for ``labels`` (inferred from its columns if None).
+        kind: ``regression`` or ``classification`` for ``labels`` (inferred if None).
+        split: ``random`` (the paper's) or ``spatial`` (whole grid blocks go to test).
+        runs: Number of seeded splits; metrics are ``[mean, std]`` over them.
+        probe: ``ridge`` (default: the standard linear probe, closed-form and fast),
+            ``rf`` or ``mlp``.
+        baselines: Any of ``counts``, ``text``, ``random``.
+        seed: Seed of the splits, the validation splits and the random baseline.
+        test_size: Share of items (random) or blocks (spatial) held out per run.
+
+    Returns:
+        ``{"task", "level", "kind", "split", "runs", "probe", "results": {method: metrics},
+        "n", "dropped", "n_train", "n_test", ...}``; see ``mfm.eval``.
+
+    Raises:
+        MfmError: Unknown task (the message lists the tasks), a bad labels file, bad options.
+    """
+    _check_args(split, runs, probe, baselines, test_size)
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    city = run_city(manifest, run_dir)
+    name, level, kind, frame, source = resolve_task(city, task, labels, level, kind)
+    emb_ids, emb = _embeddings(run_dir, manifest, level)
+    layer = _LAYER[level]
+    city_ids = city.layer(layer)[LEVELS[level]].astype(str).to_numpy()
+
+    label_ids = frame["id"].astype(str).to_numpy()
+    emb_row = pd.Series(np.arange(len(emb_ids)), index=emb_ids).reindex(label_ids).to_numpy()
+    city_row = pd.Series(np.arange(len(city_ids)), index=city_ids).reindex(label_ids).to_numpy()
+    keep = ~np.isnan(emb_row) & ~np.isnan(city_row)
+    emb_row, city_row = emb_row[keep].astype(np.int64), city_row[keep].astype(np.int64)
+    y = frame[KINDS[kind]].to_numpy()[keep]
+    y = y.astype(np.float64) if kind == "regression" else y.astype(str)
+    if len(y) < MIN_ITEMS:
+        raise MfmError(
+            f"only {len(y)} of {len(frame)} labels of {name!r} ({source}) match {level} ids of "
+            f"run {run_dir}; labels must use the {LEVELS[level]} values of the run's city"
+        )
+
+    feats: dict[str, np.ndarray] = {"mfm": emb[emb_row]}
+    for b in baselines:
+        if b == "counts":
+            feats[b] = counts_features(city, level)[city_row]
+        elif b == "text":
+            opts = manifest.get("modalities", {}).get("osm", {})
+            feats[b] = text_features(city, level, opts, _cache(manifest))[city_row]
+        else:
+            feats[b] = random_features(len(y), emb.shape[1], seed)
+
+    groups = spatial_blocks(city.xy(layer)[city_row]) if split == "spatial" else None
+    splits = make_splits(split, len(y), runs, test_size, seed, groups)
+    results: dict[str, Any] = {}
+    selected: dict[str, list[Any]] = {}
+    for method, x in feats.items():
+        results[method], selected[method] = score_method(
+            x.astype(np.float64), y, kind, splits, probe, seed, groups
+        )
+    return {
+        "task": name,
+        "level": level,
+        "kind": kind,
+        "split": split,
+        "runs": runs,
+        "probe": probe,
+        "results": results,
+        "n": len(y),
+        "dropped": int((~keep).sum()),
+        "n_train": _num(float(np.mean([len(tr) for tr, _ in splits]))),
+        "n_test": _num(float(np.mean([len(te) for _, te in splits]))),
+        "test_size": test_size,
+        "seed": seed,
+        "labels": source,
+        "selected": selected,
+    }
+
+
+def write_eval(run_dir: Path | str, result: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``RUN_DIR/eval/<task>.json`` and ``.md`` atomically; return both paths."""
+    from mfm.eval.table import markdown_table
+
+    out = Path(run_dir) / "eval"
+    out.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]", "_", str(result["task"])).lstrip(".") or "task"
+    json_path = write_json(out / f"{stem}.json", result)
+    md_path = out / f"{stem}.md"
+    tmp = md_path.with_name(f".{md_path.name}.tmp-{os.getpid()}")
+    tmp.write_text(markdown_table(result))
+    os.replace(tmp, md_path)
+    return json_path, md_path
