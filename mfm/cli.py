@@ -11,16 +11,19 @@ import typer
 
 from mfm.core.errors import MfmError
 
-app = typer.Typer(help="UrbanMFM: multimodal, multiscale urban representation learning.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="UrbanMFM: multimodal, multiscale urban representation learning.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 city_app = typer.Typer(help="Make and check City bundles.", no_args_is_help=True)
 app.add_typer(city_app, name="city")
 
 
 @app.command()
 def run(
-    city: Annotated[Path | None, typer.Option(help="City bundle dir (default: synthetic small)")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/<timestamp>)")] = None,
+    city: Annotated[Path | None, typer.Option(help="City bundle (default: synthetic)")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run dir (default: runs/<timestamp>)")] = None,
     plugins: Annotated[str | None, typer.Option(help="Comma-separated modality plugins")] = None,
     scales: Annotated[str | None, typer.Option(help="Comma-separated slots to keep")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML run config")] = None,
@@ -40,9 +43,20 @@ def run(
     from mfm.core.pipeline import run as run_pipeline
 
     cfg = make_config(
-        config, city=city, out=out, plugins=plugins, scales=scales, device=device,
-        epochs=epochs, batch_size=batch_size, lr=lr, dim=dim, seed=seed,
-        max_steps_per_epoch=max_steps, num_workers=num_workers, quiet=quiet or None,
+        config,
+        city=city,
+        out=out,
+        plugins=plugins,
+        scales=scales,
+        device=device,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        dim=dim,
+        seed=seed,
+        max_steps_per_epoch=max_steps,
+        num_workers=num_workers,
+        quiet=quiet or None,
     )
     if resume and cfg.out is None:
         raise MfmError("--resume needs --out RUN_DIR: the run to continue")

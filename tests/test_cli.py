@@ -43,12 +43,14 @@ def test_unknown_plugin(tiny_city, tmp_path):
 
 
 def test_unknown_scale_and_config_typo(tiny_city, tmp_path):
-    assert_one_line_error(mfm("run", "--city", tiny_city, "--scales", "micro,mezzo"),
-                          "unknown scale 'mezzo'")
+    assert_one_line_error(
+        mfm("run", "--city", tiny_city, "--scales", "micro,mezzo"), "unknown scale 'mezzo'"
+    )
     cfg = tmp_path / "run.toml"
     cfg.write_text("epohcs = 2\n")
-    assert_one_line_error(mfm("run", "--city", tiny_city, "--config", cfg),
-                          "unknown option 'epohcs'", "epochs")
+    assert_one_line_error(
+        mfm("run", "--city", tiny_city, "--config", cfg), "unknown option 'epohcs'", "epochs"
+    )
 
 
 def test_missing_city(tmp_path):
@@ -72,8 +74,20 @@ def test_validate_missing_column(tiny_city, tmp_path):
 
 def test_run_writes_geoparquet_and_manifest(tiny_city, tmp_path):
     out = tmp_path / "run"
-    r = mfm("run", "--city", tiny_city, "--out", out, "--plugins", "osm", "--epochs", "1",
-            "--quiet", "--dim", "24")
+    r = mfm(
+        "run",
+        "--city",
+        tiny_city,
+        "--out",
+        out,
+        "--plugins",
+        "osm",
+        "--epochs",
+        "1",
+        "--quiet",
+        "--dim",
+        "24",
+    )
     assert r.returncode == 0, r.stderr
     schema = pq.read_schema(out / "poi_embeddings.parquet")
     assert str(schema.field("embedding").type) == "fixed_size_list<element: float>[24]"

@@ -13,9 +13,15 @@ from mfm.core.pipeline import plan_run
 
 @pytest.fixture(scope="module")
 def full_model(tiny_city, cache_dir):
-    config = make_config(city=tiny_city, dim=32,
-                         plugin={"svi": {"image_size": 32}, "sat": {"image_size": 32},
-                                 "polygon": {"image_size": 32}})
+    config = make_config(
+        city=tiny_city,
+        dim=32,
+        plugin={
+            "svi": {"image_size": 32},
+            "sat": {"image_size": 32},
+            "polygon": {"image_size": 32},
+        },
+    )
     city = City.load(tiny_city)
     plan = plan_run(config, city)
     assert plan.objectives == ["poi", "svi", "local", "sate", "global"]
@@ -23,8 +29,10 @@ def full_model(tiny_city, cache_dir):
     for mod in plan.modalities:
         mod.prepare(ctx)
     by_name = {n: c for p in plan.plugins for n, c in p.objectives.items()}
-    objectives = [by_name[n](plugin_options(config, "objective", n, by_name[n].Options))
-                  for n in plan.objectives]
+    objectives = [
+        by_name[n](plugin_options(config, "objective", n, by_name[n].Options))
+        for n in plan.objectives
+    ]
     model = UrbanModel(plan.modalities, objectives, 32)
     torch.manual_seed(0)
     for obj in objectives:

@@ -10,8 +10,21 @@ import numpy as np
 
 from mfm.core.embed import read_embeddings
 
-RUN = [sys.executable, "-m", "mfm", "run", "--plugins", "osm", "--epochs", "4", "--quiet",
-       "--batch-size", "8", "--dim", "32"]
+RUN = [
+    sys.executable,
+    "-m",
+    "mfm",
+    "run",
+    "--plugins",
+    "osm",
+    "--epochs",
+    "4",
+    "--quiet",
+    "--batch-size",
+    "8",
+    "--dim",
+    "32",
+]
 
 
 def _run(args, env=None, check=True):
@@ -38,10 +51,33 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_city, tmp_path):
 
 def test_two_gloo_processes_end_with_identical_weights(tiny_city, tmp_path):
     out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_port", "29531", "-m", "mfm", "run", "--city", str(tiny_city),
-           "--out", str(out), "--plugins", "osm", "--epochs", "2", "--quiet",
-           "--device", "cpu", "--batch-size", "4", "--dim", "16"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29531",
+        "-m",
+        "mfm",
+        "run",
+        "--city",
+        str(tiny_city),
+        "--out",
+        str(out),
+        "--plugins",
+        "osm",
+        "--epochs",
+        "2",
+        "--quiet",
+        "--device",
+        "cpu",
+        "--batch-size",
+        "4",
+        "--dim",
+        "16",
+    ]
     subprocess.run(cmd, capture_output=True, text=True, check=True)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["device"]["world_size"] == 2

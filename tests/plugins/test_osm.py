@@ -36,13 +36,13 @@ def test_features_are_cached(tiny_city, tmp_path):
 
 
 def test_road_groups_and_positive_beats_shuffled(tiny_city, cache_dir):
-    model, obj, text = _model(tiny_city, cache_dir)
+    _, obj, text = _model(tiny_city, cache_dir)
     counts = obj.ptr[obj.roads + 1] - obj.ptr[obj.roads]
     assert obj.num_items() > 2 and bool((counts >= 2).all())
     # a POI is closer (in the frozen text space, before training) to its own road mean
     feats = torch.nn.functional.normalize(text.features, dim=-1)
     roads = obj.roads
-    means = torch.stack([feats[obj.members[obj.ptr[r]:obj.ptr[r + 1]]].mean(0) for r in roads])
+    means = torch.stack([feats[obj.members[obj.ptr[r] : obj.ptr[r + 1]]].mean(0) for r in roads])
     first = feats[obj.members[obj.ptr[roads]]]
     own = (first * torch.nn.functional.normalize(means, dim=-1)).sum(-1).mean()
     other = (first * torch.nn.functional.normalize(means.roll(1, 0), dim=-1)).sum(-1).mean()
@@ -50,7 +50,7 @@ def test_road_groups_and_positive_beats_shuffled(tiny_city, cache_dir):
 
 
 def test_training_step_changes_head_and_lowers_loss(tiny_city, cache_dir):
-    model, obj, text = _model(tiny_city, cache_dir)
+    model, obj, _text = _model(tiny_city, cache_dir)
     params = [p for m in obj.trainable(model) for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3)
     idx = torch.arange(obj.num_items())
