@@ -102,3 +102,18 @@ def test_run_writes_geoparquet_and_manifest(tiny_city, tmp_path):
     again = mfm("run", "--city", tiny_city, "--out", out, "--plugins", "osm")
     assert_one_line_error(again, "already holds a finished run")
     assert not list(out.glob(".*tmp*"))
+
+
+def test_unreadable_image_is_one_error_line(tiny_city, tmp_path):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_city, bad)
+    first = sorted((bad / "images" / "svi").iterdir())[0]
+    first.write_text("not an image")
+    r = mfm("run", "--city", bad, "--out", tmp_path / "r", "--plugins", "osm,svi", "--quiet",
+            "--num-workers", "1", "--epochs", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: cannot read image") and first.name in last
+    assert not (tmp_path / "r" / "poi_embeddings.parquet").exists()

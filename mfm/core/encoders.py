@@ -190,8 +190,12 @@ def encode_images(
     out = []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with progress_bar(label, len(images), quiet, unit="img") as bar, autocast:
-        for batch in loader:
-            feats = net(normalize_images(batch.to(device, non_blocking=True)))
-            out.append(feats.float().cpu())
-            bar.advance(len(batch))
+        try:
+            for batch in loader:
+                feats = net(normalize_images(batch.to(device, non_blocking=True)))
+                out.append(feats.float().cpu())
+                bar.advance(len(batch))
+        except MfmError as exc:  # from a DataLoader worker: its message carries a traceback
+            last = str(exc).strip().splitlines()[-1]
+            raise MfmError(last.split("MfmError: ", 1)[-1]) from None
     return torch.cat(out) if out else torch.empty(0, RESNET_DIM)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+from threadpoolctl import threadpool_limits
 
 from mfm.core.cache import FeatureCache, default_cache_dir
 from mfm.core.city import City, LabelSpec
@@ -369,10 +370,11 @@ def evaluate(
     splits = make_splits(split, len(y), runs, test_size, seed, groups)
     results: dict[str, Any] = {}
     selected: dict[str, list[Any]] = {}
-    for method, x in feats.items():
-        results[method], selected[method] = score_method(
-            x.astype(np.float64), y, kind, splits, probe, seed, groups
-        )
+    with threadpool_limits(limits=1, user_api="blas"):  # small problems: threads only thrash
+        for method, x in feats.items():
+            results[method], selected[method] = score_method(
+                x.astype(np.float64), y, kind, splits, probe, seed, groups
+            )
     return {
         "task": name,
         "level": level,

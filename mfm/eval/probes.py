@@ -123,9 +123,7 @@ def make_estimator(probe: str, kind: str, param: Any, seed: int = 0) -> Any:
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         cls = RandomForestRegressor if reg else RandomForestClassifier
-        model: BaseEstimator = cls(
-            n_estimators=RF_TREES, max_depth=param, random_state=seed, n_jobs=-1
-        )
+        model: BaseEstimator = cls(n_estimators=RF_TREES, max_depth=param, random_state=seed)
     elif probe == "mlp":
         from sklearn.neural_network import MLPClassifier, MLPRegressor
 
