@@ -95,3 +95,12 @@ def group_members(groups: np.ndarray, n_groups: int) -> tuple[np.ndarray, np.nda
     order = valid[np.argsort(groups[valid], kind="stable")]
     counts = np.bincount(groups[valid], minlength=n_groups)
     return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), order.astype(np.int64)
+
+
+def region_mean(features: np.ndarray, region: np.ndarray, n_regions: int) -> np.ndarray:
+    """Mean feature per region ``[R, h]`` (zeros where a region has no items; -1 ignored)."""
+    keep = np.flatnonzero(region >= 0)
+    sums = np.zeros((n_regions, features.shape[1]), dtype=np.float64)
+    np.add.at(sums, region[keep], features[keep])
+    counts = np.bincount(region[keep], minlength=n_regions)
+    return sums / np.maximum(counts, 1)[:, None]

@@ -19,7 +19,7 @@ from mfm.core.config import RunConfig, plugin_options
 from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION_ID, RUN_MANIFEST
 from mfm.core.embed import write_embeddings, write_json
 from mfm.core.errors import MfmError, PluginError
-from mfm.core.graphs import group_members
+from mfm.core.graphs import region_mean
 from mfm.core.modality import Context, Modality, Objective, View
 from mfm.core.model import UrbanModel
 from mfm.core.plugins import PluginInfo, Registry, load_registry
@@ -75,6 +75,7 @@ class RunResult:
     manifest: Path
     poi: np.ndarray
     region: np.ndarray | None
+    model: UrbanModel | None = None
 
 
 def plan_run(config: RunConfig, city: City, registry: Registry | None = None) -> RunPlan:
@@ -136,14 +137,7 @@ def _poi_default(model: UrbanModel, n: int, device: torch.device) -> torch.Tenso
 
 def _region_mean(city: City, poi: np.ndarray) -> np.ndarray:
     """Mean POI embedding per region (zeros for a region without POIs)."""
-    n = len(city.regions)
-    ptr, items = group_members(city.poi_region(), n)
-    sums = (
-        np.add.reduceat(poi[items], ptr[:-1], axis=0) if len(items) else np.zeros((n, poi.shape[1]))
-    )
-    counts = np.diff(ptr)
-    sums[counts == 0] = 0
-    return (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+    return region_mean(poi, city.poi_region(), len(city.regions)).astype(np.float32)
 
 
 def run(
@@ -225,7 +219,9 @@ def run(
             )
             region_np = reg.float().cpu().numpy() if reg is not None else _region_mean(city, poi_np)
 
-    result = RunResult(out, out / POI_EMBEDDINGS, None, out / RUN_MANIFEST, poi_np, region_np)
+    result = RunResult(
+        out, out / POI_EMBEDDINGS, None, out / RUN_MANIFEST, poi_np, region_np, model
+    )
     if rt.is_main:
         write_embeddings(result.poi_embeddings, city.pois[[POI_ID, "geometry"]], poi_np)
         if region_np is not None:

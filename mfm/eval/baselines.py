@@ -20,6 +20,7 @@ from sklearn.feature_extraction.text import TfidfTransformer
 
 from mfm.core.cache import FeatureCache
 from mfm.core.city import City
+from mfm.core.graphs import region_mean
 
 BASELINES: tuple[str, ...] = ("counts", "text", "random")
 CATEGORY_KEYS = ("amenity", "shop", "office", "leisure", "tourism", "building", "landuse")
@@ -54,52 +55,19 @@ def counts_features(city: City, level: str) -> np.ndarray:
     return TfidfTransformer().fit_transform(counts).toarray()
 
 
-def text_cache_key(city: City, options: Mapping[str, Any]) -> tuple[dict[str, object], Any]:
-    """The osm plugin's cache key for its frozen text features, and its validated options."""
-    from mfm.plugins.osm.modality import SERIALIZER, OsmOptions
-
-    opts = OsmOptions.model_validate(dict(options))
-    key = {
-        "model": opts.model,
-        "pooling": opts.pooling,
-        "max_length": opts.max_length,
-        "serializer": SERIALIZER,
-        "pois": city.fingerprint("pois"),
-    }
-    return key, opts
-
-
 def poi_text_features(
     city: City, options: Mapping[str, Any], cache: FeatureCache, quiet: bool = True
 ) -> np.ndarray:
-    """Frozen text embeddings of every POI ``[P, h]``, from the cache or encoded once."""
+    """Frozen text embeddings of every POI ``[P, h]`` with the run's osm text options."""
     import torch
 
-    from mfm.core.encoders import encode_texts
-    from mfm.plugins.osm.modality import serialize_tags
+    from mfm.core.text import TextOptions
+    from mfm.core.text import poi_text_features as encode
 
-    key, opts = text_cache_key(city, options)
+    fields = TextOptions.model_fields
+    opts = TextOptions.model_validate({k: v for k, v in dict(options).items() if k in fields})
     device = "cuda" if torch.cuda.is_available() else "cpu"
-
-    def compute() -> dict[str, torch.Tensor]:
-        texts = [serialize_tags(t) for t in city.poi_tags()]
-        feats = encode_texts(
-            texts, opts.model, opts.pooling, opts.batch_size, opts.max_length, device, quiet
-        )
-        return {"features": feats}
-
-    return cache.get_or_compute("text", key, compute)["features"].float().numpy()
-
-
-def region_mean(poi_feats: np.ndarray, poi_region: np.ndarray, n_regions: int) -> np.ndarray:
-    """Mean POI feature per region ``[R, h]``; zeros for a region without POIs."""
-    poi_region = np.asarray(poi_region)
-    keep = np.flatnonzero(poi_region >= 0)
-    assign = sp.csr_matrix(
-        (np.ones(len(keep)), (poi_region[keep], keep)), shape=(n_regions, len(poi_region))
-    )
-    counts = np.bincount(poi_region[keep], minlength=n_regions)
-    return (assign @ poi_feats.astype(np.float64)) / np.maximum(counts, 1)[:, None]
+    return encode(city, opts, cache, device, quiet).numpy()
 
 
 def text_features(

@@ -274,7 +274,9 @@ def score_method(
 # --------------------------------------------------------------------------- evaluate
 
 
-def _check_args(split: str, runs: int, probe: str, baselines: Sequence[str], test_size: float):
+def _check_args(
+    split: str, runs: int, probe: str, baselines: Sequence[str], test_size: float
+) -> None:
     if split not in SPLITS:
         raise MfmError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
     if probe not in GRIDS:
@@ -294,6 +296,28 @@ def _cache(manifest: dict[str, Any]) -> FeatureCache:
         "cache_dir"
     )
     return FeatureCache(Path(where) if where else default_cache_dir())
+
+
+def _baselines(
+    names: Sequence[str],
+    city: City,
+    level: str,
+    rows: np.ndarray,
+    manifest: dict[str, Any],
+    dim: int,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Baseline features of the labelled items (``rows`` index the city layer)."""
+    out: dict[str, np.ndarray] = {}
+    for b in names:
+        if b == "counts":
+            out[b] = counts_features(city, level)[rows]
+        elif b == "text":
+            opts = manifest.get("modalities", {}).get("osm", {})
+            out[b] = text_features(city, level, opts, _cache(manifest))[rows]
+        else:
+            out[b] = random_features(len(rows), dim, seed)
+    return out
 
 
 def evaluate(
@@ -327,6 +351,9 @@ def evaluate(
         seed: Seed of the splits, the validation splits and the random baseline.
         test_size: Share of items (random) or blocks (spatial) held out per run.
 
+    Labels whose id has no embedding row are dropped (counted in ``dropped``); regions
+    without POIs are kept, with whatever embedding the run wrote for them.
+
     Returns:
         ``{"task", "level", "kind", "split", "runs", "probe", "results": {method: metrics},
         "n", "dropped", "n_train", "n_test", ...}``; see ``mfm.eval``.
@@ -356,15 +383,10 @@ def evaluate(
             f"run {run_dir}; labels must use the {LEVELS[level]} values of the run's city"
         )
 
-    feats: dict[str, np.ndarray] = {"mfm": emb[emb_row]}
-    for b in baselines:
-        if b == "counts":
-            feats[b] = counts_features(city, level)[city_row]
-        elif b == "text":
-            opts = manifest.get("modalities", {}).get("osm", {})
-            feats[b] = text_features(city, level, opts, _cache(manifest))[city_row]
-        else:
-            feats[b] = random_features(len(y), emb.shape[1], seed)
+    feats = {
+        "mfm": emb[emb_row],
+        **_baselines(baselines, city, level, city_row, manifest, emb.shape[1], seed),
+    }
 
     groups = spatial_blocks(city.xy(layer)[city_row]) if split == "spatial" else None
     splits = make_splits(split, len(y), runs, test_size, seed, groups)

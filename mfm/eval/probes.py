@@ -123,12 +123,14 @@ def make_estimator(probe: str, kind: str, param: Any, seed: int = 0) -> Any:
         from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 
         cls = RandomForestRegressor if reg else RandomForestClassifier
-        model: BaseEstimator = cls(n_estimators=RF_TREES, max_depth=param, random_state=seed)
+        model: BaseEstimator = cls(
+            n_estimators=RF_TREES, max_depth=param, max_features="sqrt", random_state=seed
+        )
     elif probe == "mlp":
         from sklearn.neural_network import MLPClassifier, MLPRegressor
 
         cls = MLPRegressor if reg else MLPClassifier
-        model = cls(hidden_layer_sizes=MLP_HIDDEN, alpha=param, max_iter=500, random_state=seed)
+        model = cls(hidden_layer_sizes=MLP_HIDDEN, alpha=param, max_iter=300, random_state=seed)
         if reg:  # the MLP trains badly on unscaled targets
             model = TransformedTargetRegressor(model, transformer=StandardScaler())
     else:

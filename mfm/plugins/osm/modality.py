@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mfm.core.encoders import DEFAULT_TEXT_MODEL, encode_texts, load_text_encoder, pool
+from mfm.core.encoders import load_text_encoder, pool
 from mfm.core.errors import ConfigError
 from mfm.core.heads import ProjectionHead
-from mfm.core.modality import Context, Modality, Options, PoiView, View, freeze
-
-SERIALIZER = "kv-v1"
-
-
-def serialize_tags(tags: dict[str, str]) -> str:
-    """``{"amenity": "cafe", "name": "Roast"}`` -> ``"amenity: cafe, name: Roast"``."""
-    return ", ".join(f"{k}: {v}" for k, v in tags.items())
+from mfm.core.modality import Context, Modality, PoiView, View, freeze
+from mfm.core.text import TextOptions, poi_text_features, serialize_tags
 
 
-class OsmOptions(Options):
+class OsmOptions(TextOptions):
     """Options of the ``osm`` plugin (``[plugin.osm]`` in the run config)."""
 
-    model: str = Field(DEFAULT_TEXT_MODEL, description="Hugging Face id or local path")
-    pooling: Literal["mean", "cls"] = "mean"
-    max_length: int = Field(64, gt=4)
-    batch_size: int = Field(128, gt=0)
     finetune_layers: int = Field(
         0, ge=0, description="0: frozen encoder, cached features; k: train its last k layers"
     )
@@ -44,35 +32,12 @@ class OsmText(Modality):
 
     def prepare(self, ctx: Context) -> None:
         opts: OsmOptions = self.options  # type: ignore[assignment]
-        city = ctx.city
-        texts = [serialize_tags(t) for t in city.poi_tags()]
-        key = {
-            "model": opts.model,
-            "pooling": opts.pooling,
-            "max_length": opts.max_length,
-            "serializer": SERIALIZER,
-            "pois": city.fingerprint("pois"),
-        }
-        feats = ctx.cache.get_or_compute(
-            "text",
-            key,
-            lambda: {
-                "features": encode_texts(
-                    texts,
-                    opts.model,
-                    opts.pooling,
-                    opts.batch_size,
-                    opts.max_length,
-                    ctx.device,
-                    ctx.quiet,
-                )
-            },
-        )["features"]
+        feats = poi_text_features(ctx.city, opts, ctx.cache, ctx.device, ctx.quiet)
         self.register_buffer("features", feats.float(), persistent=False)
         self.head = ProjectionHead(feats.shape[1], ctx.dim)
         self.encoder: nn.Module | None = None
         if opts.finetune_layers:
-            self._prepare_finetuning(texts, opts)
+            self._prepare_finetuning([serialize_tags(t) for t in ctx.city.poi_tags()], opts)
 
     def _prepare_finetuning(self, texts: list[str], opts: OsmOptions) -> None:
         """Keep the encoder in the model; only its last ``finetune_layers`` layers train."""

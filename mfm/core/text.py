@@ -1,0 +1,66 @@
+"""POI text features: OSM tags serialized "k: v, k: v" through a frozen encoder, cached.
+
+Shared by the ``osm`` plugin (its POI view) and by ``mfm.eval`` (the text baseline), so
+both read the same cache entry and nothing is encoded twice.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from mfm.core.encoders import DEFAULT_TEXT_MODEL, encode_texts
+
+if TYPE_CHECKING:
+    from mfm.core.cache import FeatureCache
+    from mfm.core.city import City
+
+SERIALIZER = "kv-v1"
+
+
+class TextOptions(BaseModel):
+    """How POI texts are encoded (``[plugin.osm]`` in the run config)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(DEFAULT_TEXT_MODEL, description="Hugging Face id or local path")
+    pooling: Literal["mean", "cls"] = "mean"
+    max_length: int = Field(64, gt=4)
+    batch_size: int = Field(128, gt=0)
+
+
+def serialize_tags(tags: dict[str, str]) -> str:
+    """``{"amenity": "cafe", "name": "Roast"}`` -> ``"amenity: cafe, name: Roast"``."""
+    return ", ".join(f"{k}: {v}" for k, v in tags.items())
+
+
+def text_cache_key(city: City, opts: TextOptions) -> dict[str, object]:
+    """What determines the frozen text features of a city's POIs."""
+    return {
+        "model": opts.model,
+        "pooling": opts.pooling,
+        "max_length": opts.max_length,
+        "serializer": SERIALIZER,
+        "pois": city.fingerprint("pois"),
+    }
+
+
+def poi_text_features(
+    city: City,
+    opts: TextOptions,
+    cache: FeatureCache,
+    device: torch.device | str = "cpu",
+    quiet: bool = False,
+) -> torch.Tensor:
+    """Frozen text embeddings of every POI ``[N, hidden]``: from the cache or encoded once."""
+
+    def compute() -> dict[str, torch.Tensor]:
+        texts = [serialize_tags(t) for t in city.poi_tags()]
+        feats = encode_texts(
+            texts, opts.model, opts.pooling, opts.batch_size, opts.max_length, device, quiet
+        )
+        return {"features": feats}
+
+    return cache.get_or_compute("text", text_cache_key(city, opts), compute)["features"].float()
