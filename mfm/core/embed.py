@@ -15,22 +15,36 @@ import pyarrow.parquet as pq
 from mfm.core.constants import EMBEDDING
 
 
-def embeddings_table(frame: gpd.GeoDataFrame, emb: np.ndarray) -> pa.Table:
-    """GeoParquet-ready Arrow table of ``frame`` plus ``embedding`` (fixed_size_list<float32>)."""
+def _vectors(emb: np.ndarray, rows: int) -> pa.FixedSizeListArray:
     emb = np.ascontiguousarray(emb, dtype=np.float32)
-    if emb.ndim != 2 or len(emb) != len(frame):
-        raise ValueError(f"embeddings {emb.shape} do not match {len(frame)} rows")
+    if emb.ndim != 2 or len(emb) != rows:
+        raise ValueError(f"embeddings {emb.shape} do not match {rows} rows")
+    return pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
+
+
+def embeddings_table(
+    frame: gpd.GeoDataFrame, emb: np.ndarray, extra: dict[str, np.ndarray] | None = None
+) -> pa.Table:
+    """GeoParquet-ready Arrow table of ``frame`` plus ``embedding`` (fixed_size_list<float32>)
+    and optional further vector columns (e.g. ``local_embedding``)."""
     buffer = io.BytesIO()
     frame.to_parquet(buffer, index=False)  # geopandas writes the GeoParquet "geo" metadata
     table = pq.read_table(pa.BufferReader(buffer.getvalue()))
-    column = pa.FixedSizeListArray.from_arrays(pa.array(emb.reshape(-1)), emb.shape[1])
-    return table.append_column(EMBEDDING, column)
+    table = table.append_column(EMBEDDING, _vectors(emb, len(frame)))
+    for name, values in (extra or {}).items():
+        table = table.append_column(name, _vectors(values, len(frame)))
+    return table
 
 
-def write_embeddings(path: Path, frame: gpd.GeoDataFrame, emb: np.ndarray) -> Path:
+def write_embeddings(
+    path: Path,
+    frame: gpd.GeoDataFrame,
+    emb: np.ndarray,
+    extra: dict[str, np.ndarray] | None = None,
+) -> Path:
     """Write atomically: a temporary name first, then rename."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(embeddings_table(frame, emb), tmp)
+    pq.write_table(embeddings_table(frame, emb, extra), tmp)
     os.replace(tmp, path)
     return path
 

@@ -136,7 +136,7 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     def poi_embeddings(self, model: UrbanModel) -> Tensor | None:
-        """Final POI embeddings ``[N_poi, d]`` if this objective defines them."""
+        """Extra POI embeddings ``[N_poi, d]``, exported as the column ``<name>_embedding``."""
         return None
 
     def region_embeddings(self, model: UrbanModel) -> Tensor | None:

@@ -122,7 +122,13 @@ def plan_run(config: RunConfig, city: City, registry: Registry | None = None) ->
 
 
 def _poi_default(model: UrbanModel, n: int, device: torch.device) -> torch.Tensor:
-    """Mean of the available (normalized) POI views: the POI embedding before LOCAL."""
+    """The exported POI embedding: the mean of the POI's available (normalized) views.
+
+    The views were aligned with each other by LOCAL (and GLOBAL), so their mean is the
+    POI's multimodal representation. LOCAL's graph output mixes in the neighbours: on the
+    synthetic city it predicts building function far worse (macro F1 0.20 vs 0.77), so it
+    is written as the extra column ``local_embedding`` instead.
+    """
     out = []
     for start in range(0, n, 4096):
         idx = torch.arange(start, min(n, start + 4096))
@@ -205,12 +211,13 @@ def run(
     checksums = trainer.replica_checksums()
 
     with torch.no_grad():
-        poi = next(
-            (e for o in reversed(objectives) if (e := o.poi_embeddings(model)) is not None), None
-        )
-        if poi is None:
-            poi = _poi_default(model, len(city.pois), rt.device)
-        poi_np = poi.float().cpu().numpy()
+        # a POI's own fused views; LOCAL's neighbourhood context goes in its own column
+        poi_np = _poi_default(model, len(city.pois), rt.device).numpy()
+        poi_extra = {
+            f"{o.name}_embedding": e.float().cpu().numpy()
+            for o in objectives
+            if (e := o.poi_embeddings(model)) is not None
+        }
         region_np = None
         if city.has("regions"):
             reg = next(
@@ -223,7 +230,7 @@ def run(
         out, out / POI_EMBEDDINGS, None, out / RUN_MANIFEST, poi_np, region_np, model
     )
     if rt.is_main:
-        write_embeddings(result.poi_embeddings, city.pois[[POI_ID, "geometry"]], poi_np)
+        write_embeddings(result.poi_embeddings, city.pois[[POI_ID, "geometry"]], poi_np, poi_extra)
         if region_np is not None:
             result.region_embeddings = out / REGION_EMBEDDINGS
             regions = city.regions[[REGION_ID, "geometry"]].copy()
