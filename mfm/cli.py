@@ -67,6 +67,55 @@ def run(
     run_pipeline(cfg, resume=resume)
 
 
+@app.command("eval")
+def eval_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by mfm run")],
+    task: Annotated[
+        str | None, typer.Option(help="Labelled task of the city (default: all)")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="A labels CSV outside the bundle")] = None,
+    level: Annotated[str | None, typer.Option(help="region | poi (with --labels)")] = None,
+    kind: Annotated[
+        str | None, typer.Option(help="regression | classification (with --labels)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="random | spatial")] = "random",
+    runs: Annotated[int, typer.Option(help="Repetitions (seeds)")] = 10,
+    probe: Annotated[str, typer.Option(help="ridge | rf | mlp")] = "ridge",
+    baselines: Annotated[
+        str, typer.Option(help="Comma-separated baselines")
+    ] = "counts,text,random",
+    seed: Annotated[int, typer.Option(help="First seed")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+) -> None:
+    """Probe frozen embeddings on labelled tasks against baselines; writes RUN_DIR/eval/."""
+    from rich.console import Console
+
+    from mfm.eval import evaluate, list_tasks, rich_table, write_eval
+
+    names = [task] if task or labels else list(list_tasks(run_dir))
+    chosen = [b.strip() for b in baselines.split(",") if b.strip()]
+    outputs = []
+    for name in names or [None]:
+        result = evaluate(
+            run_dir,
+            name,
+            labels=labels,
+            level=level,
+            kind=kind,
+            split=split,
+            runs=runs,
+            probe=probe,
+            baselines=chosen,
+            seed=seed,
+        )
+        write_eval(run_dir, result)
+        outputs.append(result)
+        if not as_json:
+            Console().print(rich_table(result))
+    if as_json:
+        typer.echo(json.dumps(outputs[0] if len(outputs) == 1 else outputs, indent=2))
+
+
 @app.command("plugins")
 def plugins_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines")] = False,

@@ -129,3 +129,19 @@ def test_unreadable_image_is_one_error_line(tiny_city, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("error: cannot read image") and first.name in last
     assert not (tmp_path / "r" / "poi_embeddings.parquet").exists()
+
+
+def test_eval_json_schema_on_a_run(tiny_city, tmp_path):
+    out = tmp_path / "run"
+    assert mfm("run", "--city", tiny_city, "--out", out, "--plugins", "osm", "--epochs", "1",
+               "--quiet", "--dim", "16").returncode == 0
+    r = mfm("eval", out, "--task", "population", "--json")
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert {"task", "level", "kind", "split", "runs", "probe", "results"} <= set(result)
+    assert result["runs"] == 10 and set(result["results"]) == {"mfm", "counts", "text", "random"}
+    for metrics in result["results"].values():
+        assert set(metrics) == {"rmse", "mae", "r2"} and all(len(v) == 2 for v in metrics.values())
+    assert (out / "eval" / "population.json").exists() and (out / "eval" / "population.md").exists()
+    bad = mfm("eval", out, "--task", "nosuch")
+    assert bad.returncode == 2 and "population" in bad.stderr
