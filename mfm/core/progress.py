@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -45,22 +45,22 @@ def progress_bar(label: str, total: int, quiet: bool = False, unit: str = "items
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console, transient=False, disable=not sys.stderr) as prog:
+    with Progress(*columns, console=console, transient=False) as prog:
         task = prog.add_task(label, total=total, loss="", rate="")
         yield _RateBar(prog, task, label, unit)
 
 
 class _RateBar(Bar):
-    """A bar that shows its own throughput (items per second) as a field."""
+    """A bar that shows its own throughput (items per second since it started)."""
 
     def __init__(self, progress: Progress, task: int, label: str, unit: str) -> None:
         super().__init__(progress, task, label)
-        self.unit = unit
+        self.unit, self.done, self.start = unit, 0, time.perf_counter()
 
     def advance(self, n: int = 1, **fields: object) -> None:
-        assert self._progress is not None and self._task is not None
-        speed = self._progress.tasks[self._task].speed
-        rate = f"{speed:,.0f} {self.unit}/s" if speed else ""
+        self.done += n
+        elapsed = time.perf_counter() - self.start
+        rate = f"{self.done / elapsed:,.0f} {self.unit}/s" if elapsed > 0 else ""
         super().advance(n, rate=rate, **fields)
 
 
