@@ -85,6 +85,11 @@ class Modality(nn.Module):
         super().__init__()
         self.options = options if options is not None else type(self).Options()
 
+    def unavailable(self, city: City) -> str | None:
+        """Why this modality cannot run on ``city`` beyond missing layers (e.g. a missing
+        file), or None. A run that names the plugin fails with it; a default run drops it."""
+        return None
+
     def prepare(self, ctx: Context) -> None:
         """Compute (or load from cache) frozen features and build the trainable heads."""
         raise NotImplementedError(f"modality {self.name!r} must implement prepare()")

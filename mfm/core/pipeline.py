@@ -96,7 +96,14 @@ def plan_run(config: RunConfig, city: City, registry: Registry | None = None) ->
                     raise PluginError(message)
                 notes.append(f"modality {name} off: the city has no {missing[0]} layer")
                 continue
-            modalities.append(cls(plugin_options(config, "plugin", name, cls.Options)))
+            modality = cls(plugin_options(config, "plugin", name, cls.Options))
+            reason = modality.unavailable(city)
+            if reason is not None:
+                if config.plugins is not None:
+                    raise PluginError(f"plugin {info.name!r}: {reason}")
+                notes.append(f"modality {name} off: {reason}")
+                continue
+            modalities.append(modality)
     if not modalities:
         raise PluginError("no modality can run on this city; check --plugins and the city layers")
     plan = RunPlan(chosen, modalities, notes=notes)

@@ -15,6 +15,7 @@ The DEM is ``[plugin.terrain] dem`` or, by default, ``dem.tif`` in the city bund
 from __future__ import annotations
 
 import torch
+from mfm.core.city import City
 from mfm.core.errors import MfmError
 from mfm.core.heads import ProjectionHead
 from mfm.core.modality import Context, Modality, Options, View
@@ -64,6 +65,14 @@ class TerrainModality(Modality):
     layers = ("regions",)
     views = frozenset({View.REGION})
     Options = TerrainOptions
+
+    def unavailable(self, city: City) -> str | None:
+        """No DEM: a default run drops terrain; ``--plugins ...,terrain`` reports why."""
+        try:
+            resolve_dem(self.options.dem, city.root)  # type: ignore[attr-defined]
+        except MfmError as exc:
+            return str(exc)
+        return None
 
     def prepare(self, ctx: Context) -> None:
         opts: TerrainOptions = self.options  # type: ignore[assignment]
