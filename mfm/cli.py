@@ -116,6 +116,55 @@ def eval_command(
         typer.echo(json.dumps(outputs[0] if len(outputs) == 1 else outputs, indent=2))
 
 
+@app.command("ablate")
+def ablate_command(
+    out: Annotated[Path, typer.Option(help="Directory for the variant runs and ablation.*")],
+    city: Annotated[Path | None, typer.Option(help="City bundle (default: synthetic)")] = None,
+    drop: Annotated[str | None, typer.Option(help="plugins | scales")] = None,
+    variants: Annotated[str | None, typer.Option(help="Plugin sets: 'osm;osm,svi'")] = None,
+    base_plugins: Annotated[str | None, typer.Option(help="Full plugin set for --drop")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated tasks (default: all)")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs per stage")] = None,
+    seed: Annotated[int, typer.Option(help="Seed")] = 0,
+    runs: Annotated[int, typer.Option(help="Eval repetitions")] = 10,
+    split: Annotated[str, typer.Option(help="random | spatial")] = "random",
+    probe: Annotated[str, typer.Option(help="ridge | rf | mlp")] = "ridge",
+    config: Annotated[Path | None, typer.Option(help="TOML run config for every variant")] = None,
+) -> None:
+    """Train and evaluate a matrix of runs; write OUT/ablation.{md,csv,png}."""
+    from mfm.eval.ablate import ablate
+
+    ablate(
+        city,
+        out,
+        drop=drop,
+        variants=variants,
+        base_plugins=base_plugins,
+        tasks=tasks,
+        epochs=epochs,
+        seed=seed,
+        runs=runs,
+        split=split,
+        probe=probe,
+        config=config,
+    )
+    typer.echo(f"wrote {out / 'ablation.md'}, ablation.csv and ablation.png")
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by mfm run")],
+    task: Annotated[
+        str | None, typer.Option(help="Task to map (default: first regression)")
+    ] = None,
+    ablation: Annotated[Path | None, typer.Option(help="mfm ablate output dir to embed")] = None,
+) -> None:
+    """Write RUN_DIR/report/index.html (self-contained) and its PNGs."""
+    from mfm.eval.report import report
+
+    typer.echo(f"wrote {report(run_dir, task=task, ablation=ablation)}")
+
+
 @app.command("plugins")
 def plugins_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines")] = False,

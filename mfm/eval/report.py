@@ -277,7 +277,12 @@ def _prediction_figures(
 
 def _eval_results(run_dir: Path, runs: int, probe: str, split: str, seed: int) -> list[Any]:
     """``RUN_DIR/eval/*.json``, or evaluate every task of the city first and write them."""
-    found = sorted((run_dir / "eval").glob("*.json"))
+    manifest = read_manifest(run_dir)
+    order = list(run_city(manifest, run_dir).labels)  # the city's task order, extras last
+    found = sorted(
+        (run_dir / "eval").glob("*.json"),
+        key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem),
+    )
     results: list[Any] = []
     for path in found:
         try:
@@ -286,8 +291,7 @@ def _eval_results(run_dir: Path, runs: int, probe: str, split: str, seed: int) -
             log(f"report: skipping unreadable {path}")
     if results:
         return results
-    manifest = read_manifest(run_dir)
-    for task in run_city(manifest, run_dir).labels:
+    for task in order:
         try:
             result = evaluate(run_dir, task, split=split, runs=runs, probe=probe, seed=seed)
         except MfmError as exc:
