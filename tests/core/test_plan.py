@@ -39,7 +39,7 @@ def test_unavailable_modality_is_dropped_from_default_runs(tiny_city):
 
 
 def test_unavailable_modality_named_in_plugins_is_an_error(tiny_city):
-    with pytest.raises(PluginError, match="plugin 'needsfile': no needsfile.tif"):
+    with pytest.raises(PluginError, match=r"plugin 'needsfile': no needsfile\.tif"):
         plan_run(
             make_config(city=tiny_city, plugins="osm,needsfile"), City.load(tiny_city), _registry()
         )
