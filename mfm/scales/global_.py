@@ -39,11 +39,11 @@ class GlobalOptions(Options):
 
     max_neighbours: int = Field(12, ge=1, description="adjacent regions kept (nearest first)")
     adjacency_tolerance: float = Field(1.0, ge=0, description="metres; gap still 'adjacent'")
-    max_pois_per_region: int = Field(64, ge=1, description="POIs sampled per region per step")
+    max_pois_per_region: int = Field(32, ge=1, description="POIs sampled per region per step")
     swap_prob: float = Field(0.5, ge=0, le=1, description="neighbour macro->micro rate in G+")
     swap_centre: bool = Field(True, description="always give the centre its micro view in G+")
     tau: float = Field(DEFAULT_TAU, gt=0)
-    heads: int = Field(4, ge=1, description="GAT attention heads")
+    heads: int = Field(2, ge=1, description="GAT attention heads")
     layers: int = Field(1, ge=1, description="GAT layers")
     conv: Literal["gat", "gatv2"] = "gat"
     rmha_heads: int = Field(4, ge=1, description="RMHA heads; must divide dim")

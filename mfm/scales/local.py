@@ -34,10 +34,10 @@ class LocalOptions(Options):
     """Options of ``[objective.local]``."""
 
     max_dist: float = Field(1000.0, gt=0, description="neighbour radius in metres (Eq. 15)")
-    max_neighbours: int = Field(16, ge=1, description="nearest neighbours kept per POI")
+    max_neighbours: int = Field(8, ge=1, description="nearest neighbours kept per POI")
     drop_prob: float = Field(0.1, ge=0, lt=1, description="neighbour drop rate in G+")
     tau: float = Field(DEFAULT_TAU, gt=0)
-    heads: int = Field(4, ge=1, description="GAT attention heads")
+    heads: int = Field(2, ge=1, description="GAT attention heads")
     layers: int = Field(1, ge=1, description="GAT layers")
     conv: Literal["gat", "gatv2"] = "gat"
     chunk: int = Field(2048, ge=1, description="POIs per chunk when exporting embeddings")

@@ -30,12 +30,15 @@ class OsmText(Modality):
     anchor = True
     Options = OsmOptions
 
+    def __init__(self, options: OsmOptions | None = None) -> None:
+        super().__init__(options)
+        self.encoder: nn.Module | None = None  # the transformer, only when fine-tuning
+
     def prepare(self, ctx: Context) -> None:
         opts: OsmOptions = self.options  # type: ignore[assignment]
         feats = poi_text_features(ctx.city, opts, ctx.cache, ctx.device, ctx.quiet)
         self.register_buffer("features", feats.float(), persistent=False)
         self.head = ProjectionHead(feats.shape[1], ctx.dim)
-        self.encoder: nn.Module | None = None
         if opts.finetune_layers:
             self._prepare_finetuning([serialize_tags(t) for t in ctx.city.poi_tags()], opts)
 

@@ -52,7 +52,7 @@ class SviOptions(Options):
     batch_size: int = Field(128, gt=0, description="images per ResNet18 batch")
     scene: str = Field("mean", description="scene encoder for Eq. 8: mean (offline) or none")
     max_dist: float = Field(1000.0, gt=0, description="metres from a POI to its groups")
-    max_groups: int = Field(16, ge=1, description="nearest groups kept per POI")
+    max_groups: int = Field(8, ge=1, description="nearest groups kept per POI")
     tau: float = Field(DEFAULT_TAU, gt=0, description="attention temperature (Eq. 13)")
 
     @field_validator("scene")
