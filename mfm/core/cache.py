@@ -25,6 +25,19 @@ def cache_key(parts: dict[str, object]) -> str:
     return hashlib.sha256(blob).hexdigest()[:24]
 
 
+def files_signature(paths: list[Path]) -> str:
+    """A cheap hash of files' names, sizes and modification times (no content reads), so
+    that replacing an image invalidates the features computed from it."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            st = os.stat(path)
+            digest.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()[:24]
+
+
 class FeatureCache:
     """Stores dicts of tensors as safetensors files named by the hash of their key."""
 

@@ -18,6 +18,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from mfm.core.cache import files_signature
 from mfm.core.constants import REGION_ID
 from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images
 from mfm.core.heads import ProjectionHead
@@ -90,6 +91,7 @@ class SatModality(Modality):
             "augment": AUGMENT_VERSION,
             "regions": city.fingerprint("regions"),
             "satellite": city.fingerprint("satellite"),
+            "images": files_signature(paths),
         }
 
         def compute() -> dict[str, Tensor]:

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
+from mfm.core.cache import files_signature
 from mfm.core.constants import SVI_DIRECTIONS
 from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images
 from mfm.core.graphs import radius_neighbours
@@ -149,18 +150,20 @@ class SviModality(Modality):
         opts: SviOptions = self.options  # type: ignore[assignment]
         city = ctx.city
         svi = city.layer("svi")
+        rel = svi[list(SVI_DIRECTIONS)].to_numpy().reshape(-1)  # group-major: E,S,W,N
+        paths = [city.path(p) for p in rel]
         key = {
             "model": "resnet18",
             "weights": _weights_key(opts.weights),
             "image_size": opts.image_size,
             "directions": list(SVI_DIRECTIONS),
             "svi": city.fingerprint("svi"),
+            "images": files_signature(paths),
         }
 
         def compute() -> dict[str, Tensor]:
-            rel = svi[list(SVI_DIRECTIONS)].to_numpy().reshape(-1)  # group-major: E,S,W,N
             feats = encode_images(
-                ImageFiles([city.path(p) for p in rel], opts.image_size),
+                ImageFiles(paths, opts.image_size),
                 opts.weights,
                 opts.batch_size,
                 ctx.device,
