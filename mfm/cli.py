@@ -205,7 +205,7 @@ def city_synth(
 @city_app.command("validate")
 def city_validate(root: Annotated[Path, typer.Argument(help="City bundle directory")]) -> None:
     """Check a City bundle and list every problem found (exit 2 if any)."""
-    from mfm.core.city import validate_city
+    from mfm.core.validate import validate_city
 
     problems = validate_city(root)
     for p in problems:
