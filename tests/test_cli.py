@@ -133,8 +133,8 @@ def test_unreadable_image_is_one_error_line(tiny_city, tmp_path):
 
 def test_eval_json_schema_on_a_run(tiny_city, tmp_path):
     out = tmp_path / "run"
-    assert mfm("run", "--city", tiny_city, "--out", out, "--plugins", "osm", "--epochs", "1",
-               "--quiet", "--dim", "16").returncode == 0
+    args = ["--plugins", "osm", "--epochs", "1", "--quiet", "--dim", "16"]
+    assert mfm("run", "--city", tiny_city, "--out", out, *args).returncode == 0
     r = mfm("eval", out, "--task", "population", "--json")
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
