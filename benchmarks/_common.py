@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -181,6 +182,14 @@ def rss_mib() -> float:
         return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _cuda_in_use() -> Any:
+    """``torch.cuda`` when torch is imported and a GPU is there, else None (imports nothing)."""
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_available():
+        return None
+    return torch.cuda
+
+
 def maxrss_mib() -> float:
     """The process's high-water RSS so far (``getrusage`` ru_maxrss, KiB on Linux)."""
     import resource
@@ -198,6 +207,7 @@ class Phase:
     rss_peak_mib: float = 0.0
     rss_end_mib: float = 0.0
     maxrss_mib: float = 0.0  # process high-water mark at the end of the phase
+    gpu_peak_mib: float | None = None  # torch.cuda.max_memory_allocated, when CUDA is in use
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -242,10 +252,17 @@ class MemoryMonitor:
         with self._lock:
             self._peak = start
         record = Phase(name, rss_start_mib=start)
+        cuda = _cuda_in_use()
+        if cuda is not None:
+            cuda.synchronize()
+            cuda.reset_peak_memory_stats()
         t0 = time.perf_counter()
         try:
             yield record
         finally:
+            if cuda is not None:
+                cuda.synchronize()
+                record.gpu_peak_mib = cuda.max_memory_allocated() / 2**20
             record.seconds = time.perf_counter() - t0
             end = rss_mib()
             with self._lock:

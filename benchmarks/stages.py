@@ -43,9 +43,10 @@ from _common import (
 
 def _args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--size", choices=("small", "medium"), default="medium")
+    p.add_argument("--size", choices=("small", "medium", "large"), default="medium")
     p.add_argument("--quick", action="store_true", help="1 epoch of at most 5 steps per stage")
     p.add_argument("--epochs", type=int, default=2, help="epochs per stage (default 2)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     add_threads(p)
     p.add_argument("--child", choices=("run", "prepare"), help=argparse.SUPPRESS)
     p.add_argument("--city", type=Path, help=argparse.SUPPRESS)
@@ -100,7 +101,7 @@ def _child(args: argparse.Namespace) -> None:
     config = RunConfig(
         city=args.city,
         out=args.out,
-        device="cpu",
+        device=args.device,
         epochs=args.epochs,
         quiet=True,
         cache_dir=args.cache,
@@ -124,7 +125,10 @@ def _child(args: argparse.Namespace) -> None:
             city = City.load(config.city)
             plan = plan_run(config, city, registry)
             cache = FeatureCache(config.cache_dir)
-            ctx = Context(city, config, cache, torch.device("cpu"), config.dim, quiet=True)
+            device = torch.device(
+                "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu"
+            )
+            ctx = Context(city, config, cache, device, config.dim, quiet=True)
             torch.manual_seed(config.seed)
             for mod in plan.modalities:
                 mod.prepare(ctx)
@@ -145,6 +149,7 @@ def _child(args: argparse.Namespace) -> None:
             "rss_end_mib": p.rss_end_mib,
             "peak_delta_mib": p.peak_delta_mib,
             "maxrss_mib": p.maxrss_mib,
+            "gpu_peak_mib": p.gpu_peak_mib,
         }
         for p in monitor.phases
     ]
@@ -168,6 +173,8 @@ def _spawn(mode: str, city: Path, cache: Path, out: Path, args: argparse.Namespa
         str(out),
         "--epochs",
         str(args.epochs),
+        "--device",
+        args.device,
     ]
     if args.max_steps:
         cmd += ["--max-steps", str(args.max_steps)]
@@ -226,6 +233,9 @@ def main() -> None:
                 "rss_peak_mib": round(p["rss_peak_mib"], 1),
                 "peak_delta_mib": round(p["peak_delta_mib"], 1),
                 "maxrss_mib": round(p["maxrss_mib"], 1),
+                "gpu_peak_mib": None
+                if p.get("gpu_peak_mib") is None
+                else round(p["gpu_peak_mib"], 1),
             }
         )
     prep = [r for r in rows if r["phase"].startswith("prepare:")]
