@@ -139,3 +139,14 @@ class PoiMeanRegionView(Modality):
         means = sums / counts[:, None]
         rows = idx.cpu() if self.perm is None else self.perm[idx.cpu()]
         return means[rows]
+
+
+def fresh_text(ctx, text):
+    """A new text view sharing ``text``'s frozen features, with a freshly seeded head."""
+    from mfm.plugins.osm.modality import OsmText
+
+    torch.manual_seed(0)
+    fresh = OsmText()
+    fresh.register_buffer("features", text.features, persistent=False)
+    fresh.head = type(text.head)(text.features.shape[1], ctx.dim)
+    return fresh

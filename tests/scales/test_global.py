@@ -22,6 +22,7 @@ from tests.scales.fakes import (
     FakeRegionView,
     FakeRegionView2,
     PoiMeanRegionView,
+    fresh_text,
     make_ctx,
 )
 
@@ -38,14 +39,6 @@ def text(ctx):
     return mod
 
 
-def _fresh_text(ctx, text):
-    torch.manual_seed(0)
-    fresh = OsmText()
-    fresh.register_buffer("features", text.features, persistent=False)
-    fresh.head = type(text.head)(text.features.shape[1], ctx.dim)
-    return fresh
-
-
 def _build(ctx, mods, **options):
     for m in mods:
         if not isinstance(m, OsmText):
@@ -58,7 +51,7 @@ def _build(ctx, mods, **options):
 
 
 def test_adjacency_graph(ctx, text):
-    _, obj = _build(ctx, [_fresh_text(ctx, text), FakeRegionView()], max_neighbours=3)
+    _, obj = _build(ctx, [fresh_text(ctx, text), FakeRegionView()], max_neighbours=3)
     geoms = ctx.city.regions.geometry.to_crs(ctx.city.crs)
     xy = ctx.city.xy("regions")
     for r in range(len(geoms)):
@@ -78,7 +71,7 @@ def test_adjacency_graph(ctx, text):
 def test_aligned_micro_macro_beats_shuffled(ctx, text):
     """With macro == micro (mean text view of the region's POIs), G+ == G exactly."""
     torch.manual_seed(0)  # the margin below depends on the random init of head and GAT
-    fresh = _fresh_text(ctx, text)
+    fresh = fresh_text(ctx, text)
     mean_view = PoiMeanRegionView(fresh)
     model, obj = _build(ctx, [fresh, mean_view], max_pois_per_region=10_000, tau=0.02)
     idx = torch.arange(obj.num_items())
@@ -94,7 +87,7 @@ def test_aligned_micro_macro_beats_shuffled(ctx, text):
 
 
 def test_micro_samples_at_most_m_pois_without_replacement(ctx, text):
-    fresh = _fresh_text(ctx, text)
+    fresh = fresh_text(ctx, text)
     model, obj = _build(ctx, [fresh, FakeRegionView()], max_pois_per_region=1)
     regions = obj.items
     with torch.no_grad():
@@ -135,7 +128,7 @@ def test_gated_fusion_is_eq_24_25():
 
 
 def test_one_step_trains_every_trainable_module(ctx, text):
-    fresh = _fresh_text(ctx, text)
+    fresh = fresh_text(ctx, text)
     mods = [fresh, FakePoiView(), FakeRegionView(), FakeRegionView2()]
     model, obj = _build(ctx, mods, max_pois_per_region=4)
     trainable = obj.trainable(model)
@@ -160,7 +153,7 @@ def test_one_step_trains_every_trainable_module(ctx, text):
 
 
 def test_swap_rate_and_determinism(ctx, text):
-    fresh = _fresh_text(ctx, text)
+    fresh = fresh_text(ctx, text)
     model, obj = _build(ctx, [fresh, FakeRegionView()], swap_prob=0.0, swap_centre=False)
     idx = torch.arange(obj.num_items())
     nothing = model("global", idx, torch.Generator().manual_seed(0))
@@ -175,7 +168,7 @@ def test_swap_rate_and_determinism(ctx, text):
 
 
 def test_region_embeddings_cover_every_region(ctx, text):
-    fresh = _fresh_text(ctx, text)
+    fresh = fresh_text(ctx, text)
     model, obj = _build(ctx, [fresh, FakeRegionView()], chunk=5)
     emb = obj.region_embeddings(model)
     assert emb.shape == (len(ctx.city.regions), DIM) and torch.isfinite(emb).all()
@@ -187,7 +180,7 @@ def test_region_embeddings_cover_every_region(ctx, text):
 
 
 def test_prepare_rejects_heads_that_do_not_divide_dim(ctx, text):
-    fresh = _fresh_text(ctx, text)
+    fresh = fresh_text(ctx, text)
     with pytest.raises(MfmError, match="rmha_heads"):
         _build(ctx, [fresh, FakeRegionView()], rmha_heads=5)
 

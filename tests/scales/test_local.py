@@ -14,7 +14,14 @@ from mfm.core.plugins import LOAD_ENV, load_registry
 from mfm.plugins.osm.modality import OsmText
 from mfm.scales.graph_encoder import star_graphs
 from mfm.scales.local import LocalObjective, LocalOptions
-from tests.scales.fakes import DIM, AbsentPoiView, FakePoiView, MirrorView, make_ctx
+from tests.scales.fakes import (
+    DIM,
+    AbsentPoiView,
+    FakePoiView,
+    MirrorView,
+    fresh_text,
+    make_ctx,
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,10 +38,7 @@ def text(ctx):
 
 def _build(ctx, text, others, **options):
     """A model of (a fresh copy of) the text view plus ``others``, the objective prepared."""
-    torch.manual_seed(0)
-    fresh = OsmText()
-    fresh.register_buffer("features", text.features, persistent=False)
-    fresh.head = type(text.head)(text.features.shape[1], ctx.dim)
+    fresh = fresh_text(ctx, text)
     for m in others:
         m.prepare(ctx)
     obj = LocalObjective(LocalOptions(**options))
