@@ -23,20 +23,7 @@ from tests.scales.fakes import (
     FakeRegionView2,
     PoiMeanRegionView,
     fresh_text,
-    make_ctx,
 )
-
-
-@pytest.fixture(scope="module")
-def ctx(tiny_city, cache_dir):
-    return make_ctx(tiny_city, cache_dir)
-
-
-@pytest.fixture(scope="module")
-def text(ctx):
-    mod = OsmText()
-    mod.prepare(ctx)
-    return mod
 
 
 def _build(ctx, mods, **options):

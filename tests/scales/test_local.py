@@ -5,7 +5,6 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
 import torch
 
 from mfm.core.losses import info_nce
@@ -20,20 +19,7 @@ from tests.scales.fakes import (
     FakePoiView,
     MirrorView,
     fresh_text,
-    make_ctx,
 )
-
-
-@pytest.fixture(scope="module")
-def ctx(tiny_city, cache_dir):
-    return make_ctx(tiny_city, cache_dir)
-
-
-@pytest.fixture(scope="module")
-def text(ctx):
-    mod = OsmText()
-    mod.prepare(ctx)
-    return mod
 
 
 def _build(ctx, text, others, **options):
