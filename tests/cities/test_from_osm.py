@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import shapely
 
-from mfm.cities.from_osm import POI_KEYS, from_osm, parse_bbox, read_osm
+from mfm.cities.from_osm import POI_KEYS, from_osm, parse_bbox
+from mfm.cities.osm_reader import check_pbf, read_osm
 from mfm.core.city import City
 from mfm.core.errors import CityError
 from mfm.core.validate import validate_city
@@ -44,7 +45,7 @@ def test_osm_tags_are_kept_whole(helsinki_pbf: Path) -> None:
     named = [t for t in tags if "name" in t and "amenity" in t]
     assert named and all(isinstance(v, str) for t in named for v in t.values())
     assert extract.pois["poi_id"].is_unique
-    assert extract.seen >= len(extract.pois) + len(extract.roads)
+    assert extract.features >= len(extract.pois) + len(extract.roads)
 
 
 def test_bbox_keeps_features_inside(helsinki_pbf: Path, tmp_path: Path) -> None:
@@ -86,7 +87,7 @@ def test_boundary_file_regions(helsinki_pbf: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content, reason",
-    [(b"not a protobuf at all\n", "not a readable OSM file"), (None, "unexpected EOF")],
+    [(b"not a protobuf at all\n", "no block header"), (None, "truncated")],
 )
 def test_bad_pbf_is_one_line_and_leaves_nothing(
     real_data: Path, tmp_path: Path, content: bytes | None, reason: str
@@ -118,3 +119,8 @@ def test_bad_arguments(helsinki_pbf: Path, tmp_path: Path) -> None:
     with pytest.raises(CityError, match=r"\.osm\.pbf"):
         from_osm(txt, tmp_path / "b")
     assert not (tmp_path / "b").exists()
+
+
+def test_check_pbf_counts_blocks(real_data: Path, helsinki_pbf: Path) -> None:
+    assert check_pbf(real_data / "porto_alegre" / "poa_osm.pbf") > 1
+    assert check_pbf(helsinki_pbf) > 1
