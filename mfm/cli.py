@@ -240,6 +240,166 @@ def city_from_osm(
     _summary(summary, as_json)
 
 
+DropInvalid = Annotated[
+    bool, typer.Option("--drop-invalid", help="Skip bad rows (counted) instead of failing")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the summary as JSON")]
+Bundle = Annotated[Path, typer.Argument(help="City bundle directory")]
+
+
+@city_app.command("add-svi")
+def city_add_svi(
+    root: Bundle,
+    images: Annotated[Path, typer.Option(help="Folder holding the street-view images")],
+    index: Annotated[Path, typer.Option(help="CSV/Parquet: one row per point, lat, lon, 4 files")],
+    lat_column: Annotated[str, typer.Option(help="Latitude column")] = "lat",
+    lon_column: Annotated[str, typer.Option(help="Longitude column")] = "lon",
+    id_column: Annotated[str | None, typer.Option(help="Point id column (default: row)")] = None,
+    east_column: Annotated[str, typer.Option(help="East-facing image column")] = "east",
+    south_column: Annotated[str, typer.Option(help="South-facing image column")] = "south",
+    west_column: Annotated[str, typer.Option(help="West-facing image column")] = "west",
+    north_column: Annotated[str, typer.Option(help="North-facing image column")] = "north",
+    drop_invalid: DropInvalid = False,
+    as_json: AsJson = False,
+) -> None:
+    """Import street-view points (four images each) as the svi layer."""
+    from mfm.cities.add_svi import add_svi
+
+    directions = {
+        "east": east_column, "south": south_column, "west": west_column, "north": north_column
+    }  # fmt: skip
+    summary = add_svi(
+        root,
+        images,
+        index,
+        lat=lat_column,
+        lon=lon_column,
+        id_column=id_column,
+        directions=directions,
+        drop_invalid=drop_invalid,
+        progress=not as_json,
+    )
+    _summary(summary, as_json)
+
+
+@city_app.command("add-satellite")
+def city_add_satellite(
+    root: Bundle,
+    raster: Annotated[Path | None, typer.Option(help="GeoTIFF to crop one tile per region")] = None,
+    images: Annotated[
+        Path | None, typer.Option(help="Folder of <region_id>.png/.jpg/.tif tiles")
+    ] = None,
+    size: Annotated[int, typer.Option(help="Tile side in pixels (--raster)")] = 256,
+    mask: Annotated[bool, typer.Option(help="Black out pixels outside the region")] = False,
+    drop_invalid: DropInvalid = False,
+    as_json: AsJson = False,
+) -> None:
+    """Import satellite tiles, one per region, as the satellite layer."""
+    from mfm.cities.add_satellite import add_satellite
+
+    summary = add_satellite(
+        root,
+        raster,
+        images,
+        size=size,
+        mask=mask,
+        drop_invalid=drop_invalid,
+        progress=not as_json,
+    )
+    _summary(summary, as_json)
+
+
+@city_app.command("add-trajectories")
+def city_add_trajectories(
+    root: Bundle,
+    file: Annotated[Path, typer.Argument(help="CSV/Parquet of GPS points")],
+    traj_id_column: Annotated[str, typer.Option(help="Trajectory id column")] = "traj_id",
+    time_column: Annotated[str, typer.Option(help="Timestamp or sequence column")] = "t",
+    lat_column: Annotated[str, typer.Option(help="Latitude column")] = "lat",
+    lon_column: Annotated[str, typer.Option(help="Longitude column")] = "lon",
+    drop_invalid: DropInvalid = False,
+    as_json: AsJson = False,
+) -> None:
+    """Import GPS trajectories as the trajectories layer."""
+    from mfm.cities.add_trajectories import add_trajectories
+
+    summary = add_trajectories(
+        root,
+        file,
+        traj_id=traj_id_column,
+        time=time_column,
+        lat=lat_column,
+        lon=lon_column,
+        drop_invalid=drop_invalid,
+    )
+    _summary(summary, as_json)
+
+
+@city_app.command("add-labels")
+def city_add_labels(
+    root: Bundle,
+    file: Annotated[Path, typer.Argument(help="Table keyed by id, or a geometry file")],
+    name: Annotated[str, typer.Option(help="Task name (letters, digits, _ and -)")],
+    column: Annotated[str, typer.Option(help="Column holding the value or class")],
+    id_column: Annotated[str | None, typer.Option(help="Id column (join by id)")] = None,
+    level: Annotated[str, typer.Option(help="region | poi")] = "region",
+    kind: Annotated[
+        str | None, typer.Option(help="regression | classification (default: inferred)")
+    ] = None,
+    aggregate: Annotated[
+        str | None, typer.Option(help="sum | mean | majority (overlay, or repeated ids)")
+    ] = None,
+    drop_invalid: DropInvalid = False,
+    as_json: AsJson = False,
+) -> None:
+    """Add a labelled task by id, or by area-weighted overlay of a geometry file."""
+    from mfm.cities.add_labels import add_labels
+
+    summary = add_labels(
+        root,
+        file,
+        name=name,
+        column=column,
+        id_column=id_column,
+        level=level,
+        kind=kind,
+        aggregate=aggregate,
+        drop_invalid=drop_invalid,
+    )
+    _summary(summary, as_json)
+
+
+@city_app.command("label-from-tag")
+def city_label_from_tag(
+    root: Bundle,
+    tag: Annotated[str, typer.Option(help="OSM tag key, e.g. building")],
+    name: Annotated[str, typer.Option(help="Task name")],
+    ignore: Annotated[str, typer.Option(help="Comma-separated values left unlabelled")] = "yes",
+    min_count: Annotated[int, typer.Option(help="Classes with fewer POIs get no label")] = 10,
+    as_json: AsJson = False,
+) -> None:
+    """Make a POI class label from an OSM tag and remove the tag from the POI text."""
+    from mfm.cities.add_labels import label_from_tag
+
+    values = [v.strip() for v in ignore.split(",") if v.strip()]
+    summary = label_from_tag(root, tag, name=name, ignore=values, min_count=min_count)
+    _summary(summary, as_json)
+
+
+@city_app.command("info")
+def city_info_command(root: Bundle, as_json: AsJson = False) -> None:
+    """Summarise a bundle: layers, counts, CRS, extent and labels."""
+    from mfm.cities.info import city_info, info_table
+
+    info = city_info(root)
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+        return
+    from rich.console import Console
+
+    Console().print(info_table(info))
+
+
 @city_app.command("validate")
 def city_validate(root: Annotated[Path, typer.Argument(help="City bundle directory")]) -> None:
     """Check a City bundle and list every problem found (exit 2 if any)."""

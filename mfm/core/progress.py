@@ -31,8 +31,13 @@ class Bar:
 
 
 @contextmanager
-def progress_bar(label: str, total: int, quiet: bool = False, unit: str = "items") -> Iterator[Bar]:
-    """Show a bar with items/s and an optional ``loss`` field while the block runs."""
+def progress_bar(
+    label: str, total: int, quiet: bool = False, unit: str = "items", transient: bool = False
+) -> Iterator[Bar]:
+    """Show a bar with items/s and an optional ``loss`` field while the block runs.
+
+    ``transient`` bars vanish when done (checks whose outcome is printed anyway).
+    """
     if quiet or total <= 0:
         yield Bar(None, None, label)
         return
@@ -45,7 +50,7 @@ def progress_bar(label: str, total: int, quiet: bool = False, unit: str = "items
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     ]
-    with Progress(*columns, console=console, transient=False) as prog:
+    with Progress(*columns, console=console, transient=transient) as prog:
         task = prog.add_task(label, total=total, loss="", rate="")
         yield _RateBar(prog, task, label, unit)
 
