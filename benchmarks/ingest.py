@@ -8,8 +8,9 @@
    read* by the same reader in the same run: ``pyogrio.read_arrow`` of the same three
    layers (points, lines, multipolygons) with GDAL's default osmconf, nothing else.
    Rates are OSM features (the rows of those layers) per second; the ratio
-   ingestion / bare is the figure (target >= 0.5). Each runs in a fresh process so its peak RSS (``ru_maxrss``) is its
-   own; the RSS of a process that only imports the same modules is given for reference.
+   ingestion / bare is the figure (target >= 0.5). Each runs in a fresh process so its
+   peak RSS (``ru_maxrss``) is its own; the RSS of a process that only imports the same
+   modules is given for reference.
 2. Road-network polygonization (``road_regions`` with its defaults) on squares of the
    same extract centred on the city: 3 km, 6 km and 12 km sides (1x, 4x and 16x the
    area); the figure is time(4x) / time(1x) (target <= 5), with 16x / 4x as a check.
