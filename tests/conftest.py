@@ -45,6 +45,14 @@ def helsinki_city(helsinki_pbf: Path) -> Path:
     return root
 
 
+@pytest.fixture
+def bundle(tiny_city: Path, tmp_path: Path) -> Path:
+    """A private copy of the tiny synthetic city, free to edit."""
+    import shutil
+
+    return Path(shutil.copytree(tiny_city, tmp_path / "c"))
+
+
 @pytest.fixture(scope="session")
 def tiny_city() -> Path:
     """The tiny synthetic city (all five modalities), generated once per session."""

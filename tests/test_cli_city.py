@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
 import pandas as pd
-import pytest
 
+from tests.bundles import assert_untouched, snapshot
 from tests.test_cli import assert_one_line_error, mfm
-
-
-def _digest(root: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _ok(result) -> str:
@@ -93,19 +84,14 @@ def test_not_a_pbf(tmp_path: Path) -> None:
     assert not (tmp_path / "b").exists()
 
 
-@pytest.fixture
-def bundle(tiny_city: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(tiny_city, tmp_path / "c"))
-
-
 def test_labels_with_unknown_id_column(bundle: Path, tmp_path: Path) -> None:
     table = tmp_path / "stats.csv"
     pd.DataFrame({"zone": ["r00000"], "pop": [1.0]}).to_csv(table, index=False)
-    before = _digest(bundle)
+    before = snapshot(bundle)
     r = mfm("city", "add-labels", bundle, table, "--name", "pop", "--column", "pop",
             "--id-column", "cell")  # fmt: skip
     assert_one_line_error(r, str(table), "cell", "--id-column")
-    assert _digest(bundle) == before
+    assert_untouched(bundle, before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "stats.csv"]
 
 
@@ -117,8 +103,8 @@ def test_svi_index_with_missing_images(bundle: Path, tmp_path: Path) -> None:
         {"lat": [45.0], "lon": [9.0], "east": ["e.jpg"], "south": ["s.jpg"],
          "west": ["w.jpg"], "north": ["n.jpg"]}
     ).to_csv(index, index=False)  # fmt: skip
-    before = _digest(bundle)
+    before = snapshot(bundle)
     r = mfm("city", "add-svi", bundle, "--images", images, "--index", index)
     assert_one_line_error(r, "index.csv", "e.jpg")
-    assert _digest(bundle) == before
+    assert_untouched(bundle, before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c", "index.csv", "photos"]

@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -46,10 +45,11 @@ from pyproj import Transformer
 from scipy.spatial import cKDTree
 
 from mfm.cities import synth_images as img
+from mfm.cities.bundle import Staging, new_bundle
 from mfm.core.constants import (
-    CITY_MANIFEST,
     FOOTPRINT,
     GEOMETRY,
+    LAYERS,
     POI_ID,
     REGION_ID,
     ROAD_ID,
@@ -59,7 +59,7 @@ from mfm.core.constants import (
     TRAJ_ID,
     WGS84,
 )
-from mfm.core.errors import CityError, ConfigError
+from mfm.core.errors import ConfigError
 
 MODALITY_EVIDENCE: dict[str, str] = {
     "tags": "land-use mix via POI categories; ~30% of POIs have uninformative tags",
@@ -189,23 +189,10 @@ def generate_city(out: Path, size: Size = "small", seed: int = 0, progress: bool
     """
     if size not in SIZES:
         raise ConfigError(f"unknown city size {size!r}; choose one of {', '.join(SIZES)}")
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise CityError(f"{out} already exists; pass a new --out or delete it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        with _Progress(progress) as bar:
-            _build(tmp, f"synthetic-{size}-seed{seed}", SIZES[size], seed, bar)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return out
+    name = f"synthetic-{size}-seed{seed}"
+    with new_bundle(out, name, METRIC_CRS) as staging, _Progress(progress) as bar:
+        _build(staging, SIZES[size], seed, bar)
+    return Path(out)
 
 
 class _Progress:
@@ -240,8 +227,9 @@ def _rng(seed: int, stage: int) -> np.random.Generator:
     return np.random.default_rng([seed, stage])
 
 
-def _build(root: Path, name: str, spec: SizeSpec, seed: int, bar: _Progress) -> None:
-    """Generate every layer into ``root``."""
+def _build(staging: Staging, spec: SizeSpec, seed: int, bar: _Progress) -> None:
+    """Generate every layer into the staging bundle."""
+    root = staging.root
     step = bar.task("synthesising city", 6)
     net = _street_network(_rng(seed, 1), spec)
     river = _river(_rng(seed, 2), net.extent)
@@ -265,7 +253,7 @@ def _build(root: Path, name: str, spec: SizeSpec, seed: int, bar: _Progress) -> 
     frame = _Frame(net.extent)
     _write_layers(root, frame, net, pois, svi, trips)
     _write_labels(root, net, lat, pois)
-    (root / CITY_MANIFEST).write_text(_manifest(name))
+    _declare(staging.manifest)
     step(2)
 
 
@@ -859,17 +847,14 @@ def _write_labels(root: Path, net: Network, lat: Latents, pois: Pois) -> None:
     df.to_csv(root / "labels" / "function.csv", index=False)
 
 
-def _manifest(name: str) -> str:
-    layers = "\n".join(
-        f'{layer} = "{layer}.parquet"'
-        for layer in ("pois", "roads", "regions", "svi", "satellite", "trajectories")
-    )
-    labels = "".join(
-        f'\n[labels.{task}]\npath = "labels/{task}.csv"\nlevel = "{level}"\nkind = "{kind}"\n'
+def _declare(manifest: dict) -> None:
+    """List the six layers and three labelled tasks in the manifest."""
+    manifest["layers"] = {layer: f"{layer}.parquet" for layer in LAYERS}
+    manifest["labels"] = {
+        task: {"path": f"labels/{task}.csv", "level": level, "kind": kind}
         for task, level, kind in [
             ("population", "region", "regression"),
             ("price", "region", "regression"),
             ("function", "poi", "classification"),
         ]
-    )
-    return f'name = "{name}"\ncrs = "{METRIC_CRS}"\n\n[layers]\n{layers}\n{labels}'
+    }

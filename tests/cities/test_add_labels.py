@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import tomllib
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from mfm.cities.bundle import Staging, new_bundle
 from mfm.core.city import City
 from mfm.core.constants import CITY_MANIFEST
 from mfm.core.errors import CityError
+from tests.bundles import assert_untouched, snapshot
 
 METRIC = "EPSG:32632"
 X0, Y0 = 465_000.0, 5_245_000.0  # near Zurich in UTM 32N
@@ -27,18 +27,9 @@ REAL = Path(__file__).parents[1] / "data"  # real samples (tests/data/README.md)
 
 
 @pytest.fixture
-def city(tiny_city: Path, tmp_path: Path) -> Path:
+def city(bundle: Path) -> Path:
     """A private copy of the tiny synthetic city."""
-    return Path(shutil.copytree(tiny_city, tmp_path / "c"))
-
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def _assert_unchanged(root: Path, before: dict[str, bytes]) -> None:
-    assert _snapshot(root) == before
-    assert not [p for p in root.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+    return bundle
 
 
 def _region_ids(root: Path) -> list[str]:
@@ -113,12 +104,12 @@ def test_duplicates_error_aggregate_or_drop(city: Path, tmp_path: Path) -> None:
     ids = _region_ids(city)
     csv = tmp_path / "dup.csv"
     pd.DataFrame({"region_id": [ids[0], ids[1], ids[0]], "v": [1, 2, 3]}).to_csv(csv, index=False)
-    before = _snapshot(city)
+    before = snapshot(city)
     with pytest.raises(
         CityError, match=r"dup\.csv row 2: duplicate id 'r00000' \(first at row 0\)"
     ):
         add_labels(city, csv, name="v", column="v")
-    _assert_unchanged(city, before)
+    assert_untouched(city, before)
     s = add_labels(city, csv, name="v", column="v", aggregate="sum")
     assert City.load(city).read_labels("v")["value"].tolist() == [4.0, 2.0]
     s = add_labels(city, csv, name="v", column="v", drop_invalid=True)
@@ -134,14 +125,14 @@ def test_duplicates_error_aggregate_or_drop(city: Path, tmp_path: Path) -> None:
 def test_unknown_columns(city: Path, tmp_path: Path) -> None:
     csv = tmp_path / "t.csv"
     pd.DataFrame({"zone_code": _region_ids(city), "v": 1.0}).to_csv(csv, index=False)
-    before = _snapshot(city)
+    before = snapshot(city)
     with pytest.raises(CityError, match=r"t\.csv: no id column.*zone_code, v.*--id-column"):
         add_labels(city, csv, name="v", column="v")
     with pytest.raises(CityError, match=r"t\.csv: no id column 'code'.*--id-column"):
         add_labels(city, csv, name="v", column="v", id_column="code")
     with pytest.raises(CityError, match=r"t\.csv: no value column 'w'.*zone_code, v"):
         add_labels(city, csv, name="v", column="w", id_column="zone_code")
-    _assert_unchanged(city, before)
+    assert_untouched(city, before)
     assert add_labels(city, csv, name="v", column="v", id_column="zone_code")["labelled"] == 16
 
 
@@ -150,13 +141,13 @@ def test_unknown_ids_error_or_drop(city: Path, tmp_path: Path) -> None:
     csv = tmp_path / "u.csv"
     frame = pd.DataFrame({"region_id": [*ids[:3], "nope", "nada"], "v": [1, 2, 3, 4, 5]})
     frame.to_csv(csv, index=False)
-    before = _snapshot(city)
+    before = snapshot(city)
     with pytest.raises(CityError) as err:
         add_labels(city, csv, name="v", column="v")
     msg = str(err.value)
     assert "u.csv row 3" in msg and "'nope'" in msg and "1 more" in msg
     assert "--drop-invalid" in msg and "\n" not in msg
-    _assert_unchanged(city, before)
+    assert_untouched(city, before)
     s = add_labels(city, csv, name="v", column="v", drop_invalid=True)
     assert (s["rows"], s["used"], s["dropped"], s["labelled"]) == (5, 3, 2, 3)
     assert s["dropped_by_reason"] == {"unknown_id": 2}
@@ -175,12 +166,12 @@ def test_non_numeric_and_missing_values(city: Path, tmp_path: Path) -> None:
     words, blank = tmp_path / "words.csv", tmp_path / "blank.csv"
     words.write_text("region_id,v\n" + rows)
     blank.write_text("region_id,v\n" + f"{ids[1]},\n" + rows)
-    before = _snapshot(city)
+    before = snapshot(city)
     with pytest.raises(CityError, match=r"words\.csv row 1: value 'abc'.*not a finite number"):
         add_labels(city, words, name="v", column="v", kind="regression")
     with pytest.raises(CityError, match=r"blank\.csv row 0: missing value in column 'v'"):
         add_labels(city, blank, name="v", column="v", kind="regression")
-    _assert_unchanged(city, before)
+    assert_untouched(city, before)
     s = add_labels(city, blank, name="v", column="v", kind="regression", drop_invalid=True)
     assert s["dropped_by_reason"] == {"missing_value": 1, "non_numeric": 2}
     assert City.load(city).read_labels("v")["value"].tolist() == [1.0, 2.5]
@@ -202,7 +193,7 @@ def test_failure_while_writing_leaves_bundle_unchanged(
 ) -> None:
     csv = tmp_path / "pop.csv"
     pd.DataFrame({"region_id": _region_ids(city), "pop": 1.0}).to_csv(csv, index=False)
-    before = _snapshot(city)
+    before = snapshot(city)
     original = Staging.add_label
 
     def add_then_fail(self: Staging, *args: object, **kwargs: object) -> str:
@@ -214,7 +205,7 @@ def test_failure_while_writing_leaves_bundle_unchanged(
         add_labels(city, csv, name="population", column="pop")
     with pytest.raises(RuntimeError):
         label_from_tag(city, "building", name="building")
-    _assert_unchanged(city, before)
+    assert_untouched(city, before)
 
 
 # --------------------------------------------------------------------------- overlay
@@ -286,10 +277,10 @@ def test_overlay_bad_rows(squares: Path, tmp_path: Path) -> None:
     geoms = [shapely.box(X0, Y0, X0 + 100, Y0 + 100), None, shapely.box(X0, Y0, X0 + 50, Y0 + 50)]
     path = tmp_path / "bad.gpkg"
     gpd.GeoDataFrame({"v": [1.0, 2.0, np.nan]}, geometry=geoms, crs=METRIC).to_file(path)
-    before = _snapshot(squares)
+    before = snapshot(squares)
     with pytest.raises(CityError, match=r"bad\.gpkg row 1: missing or empty geometry"):
         add_labels(squares, path, name="v", column="v")
-    _assert_unchanged(squares, before)
+    assert_untouched(squares, before)
     s = add_labels(squares, path, name="v", column="v", drop_invalid=True)
     assert s["dropped_by_reason"] == {"missing_geometry": 1, "missing_value": 1}
     assert City.load(squares).read_labels("v")["value"].tolist() == [1.0]
@@ -346,12 +337,12 @@ def test_label_from_tag_removes_the_tag(city: Path) -> None:
 
 
 def test_label_from_tag_errors(city: Path) -> None:
-    before = _snapshot(city)
+    before = snapshot(city)
     with pytest.raises(CityError, match="lower --min-count"):
         label_from_tag(city, "building", name="b", min_count=1000)
     with pytest.raises(CityError, match="letters, digits"):
         label_from_tag(city, "building", name="b c")
-    _assert_unchanged(city, before)
+    assert_untouched(city, before)
 
 
 # --------------------------------------------------------------------------- real data

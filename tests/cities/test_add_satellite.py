@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import geopandas as gpd
@@ -20,24 +19,10 @@ from mfm.cities.add_satellite import add_satellite
 from mfm.cities.bundle import new_bundle
 from mfm.core.city import City
 from mfm.core.errors import CityError
+from tests.bundles import assert_untouched, snapshot
 
 DEM = Path(__file__).parents[1] / "data" / "helsinki" / "elevation_model_2021_lapinlahti.tif"
 UTM = "EPSG:32632"  # the synthetic city's metric CRS
-
-
-@pytest.fixture
-def bundle(tiny_city: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny synthetic city (it has a satellite layer to replace)."""
-    return Path(shutil.copytree(tiny_city, tmp_path / "c"))
-
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def _assert_untouched(root: Path, before: dict[str, bytes]) -> None:
-    assert _snapshot(root) == before
-    assert not [p.name for p in root.parent.iterdir() if p.name.startswith(f".{root.name}.")]
 
 
 def _extent(root: Path, crs: str) -> np.ndarray:
@@ -178,13 +163,13 @@ def test_real_elevation_model(tmp_path: Path) -> None:
 def test_raster_not_overlapping_names_both_extents(bundle: Path, tmp_path: Path) -> None:
     data = np.zeros((3, 20, 20), dtype=np.uint8)
     tif = _write_tif(tmp_path / "elsewhere.tif", data, "EPSG:3857", 0.0, 0.0, 10.0)
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     with pytest.raises(CityError) as err:
         add_satellite(bundle, raster=tif)
     msg = str(err.value)
     assert "\n" not in msg and f"{tif} does not overlap any region" in msg
     assert "it covers lon 0.00000..0.00180" in msg and "regions lon 8.5" in msg
-    _assert_untouched(bundle, before)
+    assert_untouched(bundle, before)
 
 
 def test_image_folder(bundle: Path, tmp_path: Path) -> None:
@@ -195,13 +180,13 @@ def test_image_folder(bundle: Path, tmp_path: Path) -> None:
     Image.new("RGB", (30, 20), "blue").save(folder / f"{ids[0]}.JPG", format="JPEG")
     (folder / "README.txt").write_text("not an image")
     (folder / "elsewhere.png").write_bytes((folder / f"{ids[2]}.png").read_bytes())
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     with pytest.raises(CityError) as err:
         add_satellite(bundle, images=folder)
     msg = str(err.value)
     assert f"{folder / 'elsewhere.png'} is not named after a region" in msg
     assert "--drop-invalid" in msg
-    _assert_untouched(bundle, before)
+    assert_untouched(bundle, before)
 
     summary = add_satellite(bundle, images=folder, drop_invalid=True)
     json.dumps(summary)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +14,9 @@ from mfm.cities.add_svi import add_svi
 from mfm.core.city import City
 from mfm.core.constants import SVI_DIRECTIONS
 from mfm.core.errors import CityError
+from tests.bundles import assert_untouched, snapshot
 
 LON, LAT = 8.54, 47.37  # inside the synthetic city
-
-
-@pytest.fixture
-def bundle(tiny_city: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny synthetic city (it has an svi layer to replace)."""
-    return Path(shutil.copytree(tiny_city, tmp_path / "c"))
-
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def _assert_untouched(root: Path, before: dict[str, bytes]) -> None:
-    assert _snapshot(root) == before
-    assert not [p.name for p in root.parent.iterdir() if p.name.startswith(f".{root.name}.")]
 
 
 def _images(folder: Path, n: int, size: tuple[int, int] = (40, 30)) -> dict[str, list[str]]:
@@ -104,24 +89,24 @@ def test_missing_image_names_file_row_column_and_leaves_bundle_unchanged(
     cols = _images(tmp_path / "imgs", 3)
     cols["east"][1] = "pt1/nope.jpg"
     index = _index(tmp_path / "index.csv", 3, cols)
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     with pytest.raises(CityError) as err:
         add_svi(bundle, tmp_path / "imgs", index)
     msg = str(err.value)
     assert "\n" not in msg
     assert f"{tmp_path / 'imgs' / 'pt1/nope.jpg'} ({index} row 1 column east) not found" in msg
     assert "--drop-invalid" in msg
-    _assert_untouched(bundle, before)
+    assert_untouched(bundle, before)
 
 
 def test_unreadable_image_is_an_error(bundle: Path, tmp_path: Path) -> None:
     cols = _images(tmp_path / "imgs", 2)
     (tmp_path / "imgs" / cols["south"][0]).write_bytes(b"\x89PNG\r\n\x1a\n broken")
     index = _index(tmp_path / "index.csv", 2, cols)
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     with pytest.raises(CityError, match=r"row 0 column south.*cannot read image"):
         add_svi(bundle, tmp_path / "imgs", index)
-    _assert_untouched(bundle, before)
+    assert_untouched(bundle, before)
 
 
 def test_bad_lat_and_unknown_column(bundle: Path, tmp_path: Path) -> None:
@@ -130,7 +115,7 @@ def test_bad_lat_and_unknown_column(bundle: Path, tmp_path: Path) -> None:
     frame = pd.read_csv(index)
     frame.loc[2, "lat"] = 123.0
     frame.to_csv(index, index=False)
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     with pytest.raises(CityError, match=r"index.csv row 2 column lat: lat 123 is out of range"):
         add_svi(bundle, tmp_path / "imgs", index)
     with pytest.raises(CityError) as err:
@@ -141,7 +126,7 @@ def test_bad_lat_and_unknown_column(bundle: Path, tmp_path: Path) -> None:
     assert "its columns are: lat, lon, east, south, west, north" in msg
     with pytest.raises(CityError, match="unknown direction 'up'"):
         add_svi(bundle, tmp_path / "imgs", index, directions={"up": "east"})
-    _assert_untouched(bundle, before)
+    assert_untouched(bundle, before)
 
 
 def test_drop_invalid_counts_every_bad_row(bundle: Path, tmp_path: Path) -> None:

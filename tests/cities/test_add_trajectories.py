@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,23 +12,9 @@ import pytest
 from mfm.cities.add_trajectories import add_trajectories
 from mfm.core.city import City
 from mfm.core.errors import CityError
+from tests.bundles import assert_untouched, snapshot
 
 LON, LAT = 8.54, 47.37  # inside the synthetic city
-
-
-@pytest.fixture
-def bundle(tiny_city: Path, tmp_path: Path) -> Path:
-    """A private copy of the tiny synthetic city (it has a trajectories layer to replace)."""
-    return Path(shutil.copytree(tiny_city, tmp_path / "c"))
-
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
-def _assert_untouched(root: Path, before: dict[str, bytes]) -> None:
-    assert _snapshot(root) == before
-    assert not [p.name for p in root.parent.iterdir() if p.name.startswith(f".{root.name}.")]
 
 
 def _points(n_traj: int = 3, per: int = 4) -> pd.DataFrame:
@@ -121,7 +106,7 @@ def test_bad_lat_unknown_column_and_bad_time_leave_bundle_unchanged(
     frame.loc[3, "lat"] = 123.0
     path = tmp_path / "gps.csv"
     frame.to_csv(path, index=False)
-    before = _snapshot(bundle)
+    before = snapshot(bundle)
     with pytest.raises(CityError) as err:
         add_trajectories(bundle, path)
     msg = str(err.value)
@@ -146,7 +131,7 @@ def test_bad_lat_unknown_column_and_bad_time_leave_bundle_unchanged(
     far.to_csv(tmp_path / "far.csv", index=False)
     with pytest.raises(CityError, match=r"none of the 12 GPS points .* lie near the city"):
         add_trajectories(bundle, tmp_path / "far.csv")
-    _assert_untouched(bundle, before)
+    assert_untouched(bundle, before)
 
 
 def test_drop_invalid_counts_every_bad_row(bundle: Path, tmp_path: Path) -> None:
