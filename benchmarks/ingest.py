@@ -15,6 +15,10 @@
    same extract centred on the city: 3 km, 6 km and 12 km sides (1x, 4x and 16x the
    area); the figure is time(4x) / time(1x) (target <= 5), with 16x / 4x as a check.
 
+3. With ``--tiles N`` (needs ``pip install osmium``, see ``tile_pbf.py``): part 1 again on
+   N side-by-side copies of the extract, to see the rates and peak memory at N times
+   the file size.
+
 Best of ``--repeats`` (3; 1 with ``--quick``). Writes ``benchmarks/results/ingest.json``.
 """
 
@@ -121,10 +125,38 @@ def _polygonize_times(repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def _tiled(n: int, repeats: int) -> dict[str, Any]:
+    """Bare read and ingestion of ``n`` tiled copies of the extract (a temporary file)."""
+    import tempfile
+
+    from tile_pbf import tile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        big = str(Path(tmp) / f"poa{n}.osm.pbf")
+        tile(str(PBF), big, n)
+        t_bare, features, rss_bare = _best(_bare, big, repeats)
+        t_ingest, _, rss_ingest = _best(_ingest, big, repeats)
+        size = Path(big).stat().st_size
+    out = {
+        "copies": n,
+        "file_mib": round(size / 2**20, 2),
+        "features": features,
+        "bare_s": round(t_bare, 3),
+        "ingest_s": round(t_ingest, 3),
+        "bare_features_per_s": round(features / t_bare),
+        "ingest_features_per_s": round(features / t_ingest),
+        "ratio_ingest_over_bare": round(t_bare / t_ingest, 3),
+        "peak_rss_mib": {"bare": round(rss_bare), "ingest": round(rss_ingest)},
+    }
+    print(f"{n} copies ({out['file_mib']} MiB): {out}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--tiles", type=int, default=0, help="also read N tiled copies")
     args = parser.parse_args()
     repeats = args.repeats or (1 if args.quick else 3)
     path = str(PBF)
@@ -150,6 +182,8 @@ def main() -> None:
         },
         "target": f">= {TARGET_READ}",
     }
+    if args.tiles:
+        read["tiled"] = _tiled(args.tiles, repeats)
     poly = _polygonize_times(repeats)
     t = {r["side_km"]: r["seconds"] for r in poly}
     scale = {

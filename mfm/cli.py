@@ -387,11 +387,19 @@ def city_label_from_tag(
 
 
 @city_app.command("info")
-def city_info_command(root: Bundle, as_json: AsJson = False) -> None:
+def city_info_command(
+    root: Bundle,
+    as_json: AsJson = False,
+    map_png: Annotated[
+        Path | None, typer.Option("--map", help="Also draw regions, roads and POIs to a PNG")
+    ] = None,
+) -> None:
     """Summarise a bundle: layers, counts, CRS, extent and labels."""
-    from mfm.cities.info import city_info, info_table
+    from mfm.cities.info import city_info, city_map, info_table
 
     info = city_info(root)
+    if map_png is not None:
+        info["map"] = str(city_map(root, map_png))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return

@@ -24,14 +24,15 @@ def test_helsinki_demo(helsinki_pbf: Path, real_data: Path, tmp_path: Path) -> N
     pop = json.loads(
         _ok(
             mfm("city", "add-labels", hel, grid, "--name", "population", "--column",
-                "population", "--aggregate", "sum", "--json")
+                "population", "--json")
         )
     )  # fmt: skip
-    assert pop["method"] == "overlay" and pop["labelled"] >= 30
+    assert pop["method"] == "overlay" and pop["aggregate"] == "mean" and pop["labelled"] >= 30
     fn = json.loads(_ok(mfm("city", "label-from-tag", hel, "--tag", "building",
                             "--name", "function", "--json")))  # fmt: skip
     assert fn["labelled"] > 50 and len(fn["classes"]) >= 3
-    info = json.loads(_ok(mfm("city", "info", hel, "--json")))
+    info = json.loads(_ok(mfm("city", "info", hel, "--json", "--map", tmp_path / "hel.png")))
+    assert (tmp_path / "hel.png").stat().st_size > 10_000
     assert info["layers"]["pois"]["count"] >= 1000
     assert info["layers"]["regions"]["count"] >= 20
     assert set(info["labels"]) == {"population", "function"}

@@ -19,7 +19,7 @@ from mfm.core.constants import FOOTPRINT, LAYERS, REGION_ID, SVI_DIRECTIONS, TRA
 if TYPE_CHECKING:
     from rich.console import Group
 
-__all__ = ["city_info", "info_table"]
+__all__ = ["city_info", "city_map", "info_table"]
 
 TOP_CLASSES = 5
 _LEVEL_LAYER = {"region": "regions", "poi": "pois"}
@@ -54,6 +54,34 @@ def city_info(root: Path | str) -> dict[str, Any]:
         "layers": {k: {"file": city.files[k], **_layer(city, k)} for k in LAYERS if city.has(k)},
         "labels": {name: _label(city, name) for name in city.labels},
     }
+
+
+def city_map(root: Path | str, path: Path | str) -> Path:
+    """Draw the bundle as a PNG: regions (coloured by the first region regression label,
+    grey where unlabelled), roads and POIs, in the bundle's metric CRS."""
+    from mfm.eval.plots import city_map as draw
+
+    city = City.load(root)
+    metric = {k: city.layer(k).to_crs(city.crs) for k in ("regions", "roads") if city.has(k)}
+    values, name = None, ""
+    task = next(
+        (t for t, s in city.labels.items() if s.level == "region" and s.kind == "regression"),
+        None,
+    )
+    if task is not None and "regions" in metric:
+        labels = city.read_labels(task).set_index("id")["value"]
+        values = city.regions[REGION_ID].map(labels).to_numpy(dtype=float)
+        name = task
+    return draw(
+        metric.get("regions"),
+        path,
+        roads=metric.get("roads"),
+        pois=city.pois.to_crs(city.crs),
+        values=values,
+        value_name=name,
+        title=f"{city.name}: {len(city.pois):,} POIs"
+        + (f", {len(city.regions):,} regions" if city.has("regions") else ""),
+    )
 
 
 def _layer(city: City, layer: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
@@ -239,8 +240,10 @@ def _is_road(tags: pa.Array) -> pa.Array:
     )
 
 
-def _ids(prefix: str, values: pa.ChunkedArray) -> np.ndarray:
-    return np.array([prefix + str(v) for v in values.to_pylist()], dtype=object)
+def _ids(prefix: str, values: pa.ChunkedArray) -> pd.Series:
+    """``prefix + id`` as Arrow-backed strings (no Python object per row)."""
+    joined = pc.binary_join_element_wise(prefix, values.cast(pa.string()), "")
+    return joined.to_pandas().astype("str")
 
 
 def _geoms(table: pa.Table) -> np.ndarray:
@@ -264,10 +267,24 @@ def _in_bbox(geoms: np.ndarray, bbox: BBox | None) -> np.ndarray:
     return shapely.intersects(geoms, shapely.box(*bbox))
 
 
-def _tags(table: pa.Table) -> np.ndarray:
+def _tags(table: pa.Table) -> pd.Series:
+    """The JSON tags as Arrow-backed strings."""
     if table.num_rows == 0:
-        return np.empty(0, dtype=object)
-    return table.column("all_tags").to_numpy(zero_copy_only=False).astype(object)
+        return pd.Series([], dtype="str")
+    return table.column("all_tags").to_pandas().astype("str")
+
+
+def _area_ids(polygons: pa.Table) -> pd.Series:
+    """``w<way id>`` for closed ways, ``r<relation id>`` for multipolygon relations."""
+    if polygons.num_rows == 0:
+        return pd.Series([], dtype="str")
+    way, rel = polygons.column("osm_way_id"), polygons.column("osm_id")
+    ids = pc.if_else(
+        pc.is_null(way),
+        pc.binary_join_element_wise("r", rel.cast(pa.string()), ""),
+        pc.binary_join_element_wise("w", way.cast(pa.string()), ""),
+    )
+    return ids.to_pandas().astype("str")
 
 
 def _pois(points: pa.Table, polygons: pa.Table, bbox: BBox | None) -> gpd.GeoDataFrame:
@@ -278,20 +295,11 @@ def _pois(points: pa.Table, polygons: pa.Table, bbox: BBox | None) -> gpd.GeoDat
     areas = _single(areas)
     kind = shapely.get_type_id(areas)  # -1 for None
     ok = ((kind == 3) | (kind == 6)) & ~shapely.is_empty(areas)  # Polygon, MultiPolygon
-    if polygons.num_rows:
-        way = polygons.column("osm_way_id").to_pylist()
-        rel = polygons.column("osm_id").to_pylist()
-        area_ids = np.array(
-            [f"w{w}" if w is not None else f"r{r}" for w, r in zip(way, rel, strict=True)],
-            dtype=object,
-        )
-    else:
-        area_ids = np.empty(0, dtype=object)
-    node_ids = _ids("n", points.column("osm_id")) if points.num_rows else area_ids[:0]
+    node_ids = _ids("n", points.column("osm_id")) if points.num_rows else _tags(points)
     frame = gpd.GeoDataFrame(
         {
-            POI_ID: np.concatenate([node_ids, area_ids[ok]]),
-            TAGS: np.concatenate([_tags(points), _tags(polygons)[ok]]),
+            POI_ID: pd.concat([node_ids, _area_ids(polygons)[ok]], ignore_index=True),
+            TAGS: pd.concat([_tags(points), _tags(polygons)[ok]], ignore_index=True),
             FOOTPRINT: gpd.GeoSeries(
                 np.concatenate([np.full(len(nodes), None, dtype=object), areas[ok]]), crs=WGS84
             ),
@@ -299,19 +307,23 @@ def _pois(points: pa.Table, polygons: pa.Table, bbox: BBox | None) -> gpd.GeoDat
         geometry=np.concatenate([nodes, shapely.point_on_surface(areas[ok])]),
         crs=WGS84,
     )
-    frame = frame[_in_bbox(frame.geometry.to_numpy(), bbox)]
+    inside = _in_bbox(frame.geometry.to_numpy(), bbox)
+    if not inside.all():
+        frame = frame[inside]
     frame.attrs["broken"] = int((~ok).sum())
     return frame.drop_duplicates(POI_ID).reset_index(drop=True)
 
 
 def _roads(lines: pa.Table, bbox: BBox | None) -> gpd.GeoDataFrame:
     geoms = _geoms(lines)
-    ids = _ids("w", lines.column("osm_id")) if lines.num_rows else np.empty(0, dtype=object)
+    ids = _ids("w", lines.column("osm_id")) if lines.num_rows else _tags(lines)
     frame = gpd.GeoDataFrame({ROAD_ID: ids, TAGS: _tags(lines)}, geometry=geoms, crs=WGS84)
     ok = ~shapely.is_missing(geoms) & ~shapely.is_empty(geoms)
-    frame = frame[ok & _in_bbox(geoms, bbox)]
+    keep = ok & _in_bbox(geoms, bbox)
+    if not keep.all():
+        frame = frame[keep].reset_index(drop=True)
     frame.attrs["broken"] = int((~ok).sum())
-    return frame.reset_index(drop=True)
+    return frame
 
 
 class _Status:

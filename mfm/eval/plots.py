@@ -111,6 +111,44 @@ def pca_map(
         return save_figure(fig, path)
 
 
+def city_map(
+    regions: gpd.GeoDataFrame | None,
+    path: Path | str,
+    *,
+    roads: gpd.GeoDataFrame | None = None,
+    pois: gpd.GeoDataFrame | None = None,
+    values: np.ndarray | None = None,
+    value_name: str = "",
+    title: str = "",
+) -> Path:
+    """A bundle at a glance: regions (by ``values`` when given), roads and POIs.
+
+    All frames in one metric CRS; ``values`` has one entry per region (NaN: unlabelled).
+    """
+    with mpl.rc_context(STYLE):
+        fig, ax = _subplots(figsize=(7.2, 7.2))
+        if regions is not None and len(regions):
+            if values is None:
+                colors = mpl.colormaps["Pastel1"](np.arange(len(regions)) % 9)
+                regions.plot(ax=ax, color=colors, edgecolor="white", linewidth=0.6)
+            else:
+                norm = Normalize(np.nanmin(values), np.nanmax(values))
+                cmap = _cmap("viridis")
+                shown = np.isfinite(values)
+                regions[~shown].plot(ax=ax, color="#eeeeee", edgecolor="white", linewidth=0.6)
+                regions[shown].plot(
+                    ax=ax, color=cmap(norm(values[shown])), edgecolor="white", linewidth=0.6
+                )
+                bar = fig.colorbar(ScalarMappable(norm, cmap), ax=ax, shrink=0.6)
+                bar.set_label(value_name)
+        if roads is not None and len(roads):
+            roads.plot(ax=ax, color="#555555", linewidth=0.35, alpha=0.8)
+        if pois is not None and len(pois):
+            pois.plot(ax=ax, color="#d62728", markersize=1.2, alpha=0.6, linewidth=0)
+        _map_axes(ax, title)
+        return save_figure(fig, path)
+
+
 def prediction_maps(
     frame: gpd.GeoDataFrame,
     y_true: np.ndarray,
