@@ -197,7 +197,13 @@ def _read_layer(
     bbox: BBox | None,
     tick: Callable[[int], None],
 ) -> tuple[pa.Table, int]:
-    """Stream one layer, keeping the rows ``keep(all_tags)`` selects."""
+    """Stream one layer, keeping the rows ``keep(all_tags)`` selects.
+
+    The layer is read through ``SELECT * FROM layer``: for GDAL's OSM driver that marks
+    it as the only layer of interest, so features of the other layers are dropped as
+    the file streams instead of piling up (on big files they would end the read with
+    "too many features have accumulated").
+    """
     import pyogrio
     from pyogrio.errors import DataLayerError, DataSourceError
 
@@ -205,7 +211,7 @@ def _read_layer(
     try:
         with pyogrio.open_arrow(
             path,
-            layer=layer,
+            sql=f"SELECT * FROM {layer}",
             bbox=bbox,
             batch_size=_BATCH,
             use_pyarrow=True,
