@@ -36,7 +36,7 @@ import shapely
 from mfm.core.constants import FOOTPRINT, POI_ID, ROAD_ID, TAGS, WGS84
 from mfm.core.errors import CityError
 
-__all__ = ["POI_KEYS", "OsmExtract", "check_pbf", "read_osm"]
+__all__ = ["POI_KEYS", "OsmExtract", "check_osm_xml", "check_pbf", "read_osm"]
 
 POI_KEYS = (
     "amenity", "shop", "tourism", "leisure", "office", "craft", "healthcare",
@@ -167,9 +167,24 @@ def check_pbf(path: Path) -> int:
     return blocks
 
 
-def _unreadable(path: Path, why: str) -> CityError:
+def check_osm_xml(path: Path) -> None:
+    """Refuse an OSM XML file that does not start with ``<?xml``/``<osm`` or end with ``</osm>``.
+
+    GDAL's parser returns what it read from a cut file without an error, as for PBF.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(512).lstrip()
+        fh.seek(max(0, path.stat().st_size - 512))
+        tail = fh.read().rstrip()
+    if not (head.startswith(b"<?xml") or head.startswith(b"<osm")):
+        raise _unreadable(path, "it does not start like OSM XML", "XML")
+    if not tail.endswith(b"</osm>"):
+        raise _unreadable(path, "truncated: it does not end with </osm>", "XML")
+
+
+def _unreadable(path: Path, why: str, kind: str = "PBF") -> CityError:
     return CityError(
-        f"{path}: not a readable OSM PBF ({why}); download the extract again "
+        f"{path}: not a readable OSM {kind} ({why}); download the extract again "
         "(e.g. from Geofabrik) or check it with `osmium fileinfo`"
     )
 
@@ -185,7 +200,9 @@ def _check_input(path: Path) -> None:
             f"{path}: not an OSM file name (expected .osm.pbf, .pbf or .osm); "
             "download a .osm.pbf extract (e.g. from Geofabrik)"
         )
-    if not path.name.lower().endswith(".osm"):
+    if path.name.lower().endswith(".osm"):
+        check_osm_xml(path)
+    else:
         check_pbf(path)
 
 

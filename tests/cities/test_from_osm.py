@@ -124,3 +124,17 @@ def test_bad_arguments(helsinki_pbf: Path, tmp_path: Path) -> None:
 def test_check_pbf_counts_blocks(real_data: Path, helsinki_pbf: Path) -> None:
     assert check_pbf(real_data / "porto_alegre" / "poa_osm.pbf") > 1
     assert check_pbf(helsinki_pbf) > 1
+
+
+def test_truncated_osm_xml_is_refused(tmp_path: Path) -> None:
+    good = tmp_path / "tiny.osm"
+    good.write_text(
+        '<?xml version="1.0" encoding="UTF-8"?>\n<osm version="0.6">\n'
+        '<node id="1" lat="60.17" lon="24.94"><tag k="amenity" v="cafe"/></node>\n</osm>\n'
+    )
+    extract = read_osm(good)
+    assert list(extract.pois["poi_id"]) == ["n1"]
+    cut = tmp_path / "cut.osm"
+    cut.write_bytes(good.read_bytes()[:-8])
+    with pytest.raises(CityError, match="truncated"):
+        read_osm(cut)
