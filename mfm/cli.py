@@ -396,10 +396,12 @@ def city_info_command(
 ) -> None:
     """Summarise a bundle: layers, counts, CRS, extent and labels."""
     from mfm.cities.info import city_info, city_map, info_table
+    from mfm.core.city import City
 
-    info = city_info(root)
+    city = City.load(root)  # validated once for the summary and the map
+    info = city_info(city)
     if map_png is not None:
-        info["map"] = str(city_map(root, map_png))
+        info["map"] = str(city_map(city, map_png))
     if as_json:
         typer.echo(json.dumps(info, indent=2))
         return

@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import numpy as np
@@ -19,18 +20,34 @@ import pandas as pd
 
 from mfm.cities.bundle import Staging
 from mfm.core.constants import SVI_DIRECTIONS
-from mfm.core.errors import CityError
+from mfm.core.errors import CityError, oneline, short_repr
 from mfm.core.validate import IMAGE, check_image
+
+if TYPE_CHECKING:
+    import geopandas as gpd
 
 DROP_HINT = "fix the row or pass --drop-invalid to skip bad rows"
 PARQUET_SUFFIXES = (".parquet", ".pq", ".geoparquet")
 _MAX_LISTED = 30
 
 
-def oneline(obj: object, limit: int = 200) -> str:
-    """``obj`` as text on one line, cut to ``limit`` characters."""
-    text = " ".join(str(obj).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+def read_vector(path: Path, what: str) -> gpd.GeoDataFrame:
+    """A GeoParquet, GeoPackage, GeoJSON, Shapefile or FlatGeobuf file as a GeoDataFrame.
+
+    Raises:
+        CityError: One line naming the file and the formats accepted.
+    """
+    import geopandas as gpd
+
+    try:
+        if path.suffix.lower() in PARQUET_SUFFIXES:
+            return gpd.read_parquet(path)
+        return gpd.read_file(path, engine="pyogrio")
+    except Exception as exc:  # pyogrio/pyarrow raise many types for unreadable files
+        raise CityError(
+            f"{path}: cannot read {what} ({oneline(exc)}); pass a GeoPackage, GeoJSON, "
+            "Shapefile or GeoParquet file"
+        ) from None
 
 
 def file_stem(ident: str) -> str:
@@ -98,11 +115,6 @@ def require_columns(path: Path, available: list[str], wanted: dict[str, tuple[st
         for col, meaning, opt in missing
     )
     raise CityError(f"{path}: {need}; its columns are: {shown or '(none)'}")
-
-
-def short(value: object) -> str:
-    """A value for an error message: repr, on one line, at most 40 characters."""
-    return oneline(repr(value), 40)
 
 
 class RowChecks:
@@ -176,7 +188,7 @@ def check_lonlat(
         checks.flag(
             not_num,
             col,
-            lambda r, c=col, v=given: f"{c} {short(v[r])} is not a number",
+            lambda r, c=col, v=given: f"{c} {short_repr(v[r])} is not a number",
             f"{col} not a number",
         )
         values[col] = num.to_numpy()

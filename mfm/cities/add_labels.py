@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mfm.cities._input import PARQUET_SUFFIXES, read_vector
 from mfm.cities.bundle import Staging, edit_bundle
 from mfm.core.city import City
-from mfm.core.constants import GEOMETRY, POI_ID, REGION_ID, TAGS
-from mfm.core.errors import CityError
+from mfm.core.constants import GEOMETRY, KIND_TARGET, LEVEL_ID, LEVEL_LAYER, POI_ID, TAGS
+from mfm.core.errors import CityError, short_repr
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -48,12 +49,8 @@ LEVELS = ("region", "poi")
 KINDS = ("regression", "classification")
 AGGREGATES = ("mean", "sum", "majority")
 
-_LEVEL_ID = {"region": REGION_ID, "poi": POI_ID}
-_LEVEL_LAYER = {"region": "regions", "poi": "pois"}
-_TARGET = {"regression": "value", "classification": "label"}
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _GEO_SUFFIXES = (".gpkg", ".geojson", ".json", ".shp", ".fgb", ".gml", ".kml", ".zip")
-_PARQUET_SUFFIXES = (".parquet", ".pq", ".geoparquet")
 _SLIVER = 1e-6
 """Overlaps smaller than this share of both the region and the source polygon are
 numerical slivers (shared edges after reprojection) and are ignored."""
@@ -128,7 +125,7 @@ def add_labels(
     if not file.is_file():
         raise CityError(f"{file} not found; pass an existing label file")
     city = City.load(root)
-    layer = _LEVEL_LAYER[level]
+    layer = LEVEL_LAYER[level]
     if not city.has(layer):
         other = "poi" if level == "region" else "region"
         raise CityError(
@@ -253,18 +250,14 @@ def _read_file(path: Path) -> pd.DataFrame:
     """A table (strings kept as text) or a GeoDataFrame with its geometry as ``geometry``."""
     suffix = path.suffix.lower()
     try:
-        if suffix in _PARQUET_SUFFIXES:
+        if suffix in PARQUET_SUFFIXES:
             import pyarrow.parquet as pq
 
             if b"geo" in (pq.read_schema(path).metadata or {}):
-                import geopandas as gpd
-
-                return _geo(path, gpd.read_parquet(path))
+                return _geo(path, read_vector(path, "labels"))
             return pd.read_parquet(path)
         if suffix in _GEO_SUFFIXES:
-            import geopandas as gpd
-
-            return _geo(path, gpd.read_file(path, engine="pyogrio"))
+            return _geo(path, read_vector(path, "labels"))
         if suffix in (".feather", ".arrow"):
             return pd.read_feather(path)
         if suffix in (".xlsx", ".xls"):
@@ -424,7 +417,7 @@ def _by_id(
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Join rows to the level's items by id."""
     frame = pd.DataFrame(frame).reset_index(drop=True)
-    id_col = _LEVEL_ID[level]
+    id_col = LEVEL_ID[level]
     columns = [c for c in frame.columns if c != GEOMETRY]
     if id_column is None:
         id_column = next((c for c in (id_col, "id") if c in frame.columns), None)
@@ -439,7 +432,7 @@ def _by_id(
         )
     if id_column == column:
         raise CityError(f"{file}: --column and --id-column are both '{column}'; pick two columns")
-    items = city.layer(_LEVEL_LAYER[level])[id_col].astype(str)
+    items = city.layer(LEVEL_LAYER[level])[id_col].astype(str)
     position = pd.Series(np.arange(len(items)), index=items.to_numpy())
     ids = _match_ids(frame[id_column], position)
     values, missing, non_numeric = _target_values(frame[column], kind)
@@ -465,17 +458,17 @@ def _by_id(
         bad["duplicate_id"] = dup
     raw = frame[column].to_numpy()
     raw_ids = frame[id_column].to_numpy()
-    layer_file = city.files[_LEVEL_LAYER[level]]
+    layer_file = city.files[LEVEL_LAYER[level]]
     describe = {
         "missing_id": lambda r: f"missing id in column '{id_column}'",
         "unknown_id": lambda r: f"{id_col} '{ids[r]}' is not in {layer_file}",
         "missing_value": lambda r: f"missing value in column '{column}'",
         "non_numeric": lambda r: (
-            f"value {_short(raw[r])} in column '{column}' is not a finite number (kind "
+            f"value {short_repr(raw[r])} in column '{column}' is not a finite number (kind "
             "regression; pass --kind classification if it is a class)"
         ),
         "duplicate_id": lambda r: (
-            f"duplicate id {_short(raw_ids[r])} (first at row {first_row[ids[r]]})"
+            f"duplicate id {short_repr(raw_ids[r])} (first at row {first_row[ids[r]]})"
         ),
     }
     keep, dropped = _reject(file, bad, describe, drop_invalid)
@@ -503,11 +496,6 @@ def _match_ids(s: pd.Series, position: pd.Series) -> pd.Series:
         if as_hex.isin(position.index).any():
             return as_hex
     return ids
-
-
-def _short(value: object) -> str:
-    text = " ".join(repr(value).split())
-    return text if len(text) <= 40 else text[:37] + "..."
 
 
 # --------------------------------------------------------------------------- overlay
@@ -562,14 +550,14 @@ def _by_overlay(
         "missing_geometry": lambda r: "missing or empty geometry",
         "missing_value": lambda r: f"missing value in column '{column}'",
         "non_numeric": lambda r: (
-            f"value {_short(raw[r])} in column '{column}' is not a finite number (kind "
+            f"value {short_repr(raw[r])} in column '{column}' is not a finite number (kind "
             "regression; pass --kind classification if it is a class)"
         ),
     }
     keep, dropped = _reject(file, bad, describe, drop_invalid)
     rows = np.flatnonzero(keep)
     src, values = geoms[rows], values[rows]
-    items = city.layer(_LEVEL_LAYER[level])
+    items = city.layer(LEVEL_LAYER[level])
     targets = items.geometry.to_crs(city.crs).to_numpy()
     stats: dict[str, Any] = {}
     if level == "poi":
@@ -586,7 +574,7 @@ def _by_overlay(
         stats["source_total"] = float(values.sum())
         stats["assigned_total"] = float(out.sum())
     labels = _label_frame(
-        items[_LEVEL_ID[level]].astype(str).to_numpy(), idx, out, _LEVEL_ID[level], kind
+        items[LEVEL_ID[level]].astype(str).to_numpy(), idx, out, LEVEL_ID[level], kind
     )
     summary = {
         "method": "overlay",
@@ -671,7 +659,7 @@ def _combine(
 def _label_frame(
     item_ids: np.ndarray, idx: np.ndarray, values: np.ndarray, id_col: str, kind: str
 ) -> pd.DataFrame:
-    target = _TARGET[kind]
+    target = KIND_TARGET[kind]
     out = values.astype(float) if kind == "regression" else values.astype(str)
     return pd.DataFrame({id_col: item_ids[idx], target: out})
 
@@ -708,7 +696,7 @@ def _write(
     pois: pd.DataFrame | None = None,
 ) -> dict[str, Any]:
     """Write the label (and a rewritten pois layer) all or nothing; finish the summary."""
-    total = len(city.layer(_LEVEL_LAYER[level]))
+    total = len(city.layer(LEVEL_LAYER[level]))
     if len(labels) == 0:
         raise CityError(
             f"no {level} got a label from {summary.get('file', summary.get('key'))}; check that "
@@ -725,7 +713,7 @@ def _write(
         labelled=len(labels), total=total, coverage=round(len(labels) / total, 6), replaced=replaced
     )
     summary["path"] = rel
-    target = labels[_TARGET[kind]]
+    target = labels[KIND_TARGET[kind]]
     if kind == "regression":
         summary.update(min=float(target.min()), mean=float(target.mean()), max=float(target.max()))
     else:

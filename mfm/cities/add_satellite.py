@@ -35,12 +35,11 @@ import shapely
 from mfm.cities._input import (
     file_stem,
     image_problems,
-    oneline,
     remove_layer_files,
 )
 from mfm.cities.bundle import Staging, edit_bundle
 from mfm.core.constants import REGION_ID, WGS84
-from mfm.core.errors import CityError
+from mfm.core.errors import CityError, oneline
 from mfm.core.progress import progress_bar
 from mfm.core.validate import IMAGE
 

@@ -30,13 +30,12 @@ from mfm.cities._input import (
     read_table,
     remove_layer_files,
     require_columns,
-    short,
     suffixes,
     table_columns,
 )
 from mfm.cities.bundle import edit_bundle
 from mfm.core.constants import GEOMETRY, SVI_DIRECTIONS, SVI_ID, WGS84
-from mfm.core.errors import CityError
+from mfm.core.errors import CityError, short_repr
 from mfm.core.progress import progress_bar
 
 __all__ = ["OPTIONS", "add_svi"]
@@ -65,7 +64,7 @@ def _svi_ids(checks: RowChecks, frame: pd.DataFrame, id_column: str | None) -> n
         checks.flag(
             frac,
             id_column,
-            lambda r: f"id {short(raw[r])} is not a whole number or string",
+            lambda r: f"id {short_repr(raw[r])} is not a whole number or string",
             "bad id",
         )
         text = raw.fillna(0).astype(np.int64).astype(str)

@@ -36,12 +36,11 @@ from mfm.cities._input import (
     check_near_city,
     read_table,
     require_columns,
-    short,
     table_columns,
 )
 from mfm.cities.bundle import edit_bundle
 from mfm.core.constants import GEOMETRY, TRAJ_ID, WGS84
-from mfm.core.errors import CityError
+from mfm.core.errors import CityError, short_repr
 from mfm.core.validate import TIME
 
 __all__ = ["OPTIONS", "add_trajectories"]
@@ -64,7 +63,7 @@ def _traj_ids(checks: RowChecks, raw: pd.Series, column: str) -> pd.Series:
         checks.flag(
             frac,
             column,
-            lambda r: f"trajectory id {short(values[r])} is not a whole number or string",
+            lambda r: f"trajectory id {short_repr(values[r])} is not a whole number or string",
             "bad id",
         )
         text = pd.Series(np.where(frac, 0, values).astype(np.int64)).astype(str)
@@ -125,14 +124,14 @@ def _times(checks: RowChecks, raw: pd.Series, column: str) -> tuple[pd.Series, s
         checks.flag(
             ~null & np.isnan(values),
             column,
-            lambda r: f"time {short(raw.iloc[r])} is not a number (the other times are)",
+            lambda r: f"time {short_repr(raw.iloc[r])} is not a number (the other times are)",
             "bad time",
         )
         checks.flag(
             bad,
             column,
             lambda r: (
-                f"time {short(raw.iloc[r])} is not a whole number; numeric times must "
+                f"time {short_repr(raw.iloc[r])} is not a whole number; numeric times must "
                 "be integers (e.g. seconds), or write timestamps"
             ),
             "bad time",
@@ -145,7 +144,7 @@ def _times(checks: RowChecks, raw: pd.Series, column: str) -> tuple[pd.Series, s
         unparsed,
         column,
         lambda r: (
-            f"time {short(raw.iloc[r])} is not a timestamp (e.g. 2024-05-01T08:30:00) "
+            f"time {short_repr(raw.iloc[r])} is not a timestamp (e.g. 2024-05-01T08:30:00) "
             "nor an integer"
         ),
         "bad time",

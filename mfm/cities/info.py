@@ -14,7 +14,7 @@ import numpy as np
 
 from mfm.cities.bundle import read_manifest
 from mfm.core.city import City
-from mfm.core.constants import FOOTPRINT, LAYERS, REGION_ID, SVI_DIRECTIONS, TRAJ_ID
+from mfm.core.constants import FOOTPRINT, LAYERS, LEVEL_LAYER, REGION_ID, SVI_DIRECTIONS, TRAJ_ID
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -22,11 +22,10 @@ if TYPE_CHECKING:
 __all__ = ["city_info", "city_map", "info_table"]
 
 TOP_CLASSES = 5
-_LEVEL_LAYER = {"region": "regions", "poi": "pois"}
 _GEOMETRY_LAYERS = ("pois", "roads", "regions", "svi", "trajectories")
 
 
-def city_info(root: Path | str) -> dict[str, Any]:
+def city_info(root: City | Path | str) -> dict[str, Any]:
     """Summarise a bundle (validated on load).
 
     Returns:
@@ -39,7 +38,7 @@ def city_info(root: Path | str) -> dict[str, Any]:
     Raises:
         CityError: The bundle is not valid (one line).
     """
-    city = City.load(root)
+    city = _load(root)
     manifest = read_manifest(city.root)
     bounds = np.array(
         [city.layer(k).geometry.total_bounds for k in _GEOMETRY_LAYERS if city.has(k)]
@@ -56,12 +55,17 @@ def city_info(root: Path | str) -> dict[str, Any]:
     }
 
 
-def city_map(root: Path | str, path: Path | str) -> Path:
+def _load(root: City | Path | str) -> City:
+    """A City as given, or loaded (and so validated) from its directory."""
+    return root if isinstance(root, City) else City.load(root)
+
+
+def city_map(root: City | Path | str, path: Path | str) -> Path:
     """Draw the bundle as a PNG: regions (coloured by the first region regression label,
     grey where unlabelled), roads and POIs, in the bundle's metric CRS."""
     from mfm.eval.plots import city_map as draw
 
-    city = City.load(root)
+    city = _load(root)
     metric = {k: city.layer(k).to_crs(city.crs) for k in ("regions", "roads") if city.has(k)}
     values, name = None, ""
     task = next(
@@ -115,7 +119,7 @@ def _label(city: City, name: str) -> dict[str, Any]:
     """Level, kind, how many items are labelled and what the values look like."""
     spec = city.labels[name]
     df = city.read_labels(name)
-    total = len(city.layer(_LEVEL_LAYER[spec.level]))
+    total = len(city.layer(LEVEL_LAYER[spec.level]))
     out: dict[str, Any] = {
         "path": city.label_files[name],
         "level": spec.level,

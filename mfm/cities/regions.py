@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 import shapely
 
+from mfm.cities._input import read_vector
 from mfm.core.constants import REGION_ID, WGS84
 from mfm.core.errors import CityError
 
@@ -198,17 +199,7 @@ def h3_regions(
 
 def file_regions(path: Path, id_column: str | None = None) -> gpd.GeoDataFrame:
     """Polygons from a boundary file, reprojected to EPSG:4326, ids from ``id_column``."""
-    try:
-        if path.suffix.lower() in (".parquet", ".geoparquet"):
-            frame = gpd.read_parquet(path)
-        else:
-            frame = gpd.read_file(path)
-    except Exception as exc:  # pyogrio/pyarrow raise many types for unreadable files
-        msg = " ".join(str(exc).split())[:200]
-        raise CityError(
-            f"{path}: cannot read boundaries ({msg}); pass a GeoPackage, GeoJSON, Shapefile "
-            "or GeoParquet"
-        ) from None
+    frame = read_vector(path, "boundaries")
     if frame.crs is None:
         raise CityError(f"{path}: the file has no CRS; set one (e.g. in QGIS) and re-export it")
     column = id_column or next((c for c in _ID_COLUMNS if c in frame.columns), None)

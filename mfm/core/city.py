@@ -21,14 +21,14 @@ from mfm.core.constants import (
     FOOTPRINT,
     GEOMETRY,
     LAYERS,
+    LEVEL_ID,
+    LEVEL_LAYER,
     TAGS,
     TRAJ_ID,
     WGS84,
 )
 from mfm.core.errors import CityError
 from mfm.core.validate import (  # noqa: F401 - LabelSpec, Problem, ... re-exported
-    _LEVEL_ID,
-    _LEVEL_LAYER,
     _RULES,
     IMAGE,
     TIME,
@@ -211,11 +211,11 @@ class City:
             CityError: Unknown name, or a file/column problem (one line).
         """
         spec = self._label(name)
-        layer = _LEVEL_LAYER[spec.level]
+        layer = LEVEL_LAYER[spec.level]
         frame = self.layer(layer)
         rep = _Report()
         df = _label_frame(
-            rep, self.label_files[name], spec, frame[_LEVEL_ID[spec.level]], self.files[layer]
+            rep, self.label_files[name], spec, frame[LEVEL_ID[spec.level]], self.files[layer]
         )
         if df is None:
             raise _one_line_error(rep.problems, self.root)

@@ -21,3 +21,8 @@ SVI_DIRECTIONS = ("east", "south", "west", "north")
 POI_EMBEDDINGS = "poi_embeddings.parquet"
 REGION_EMBEDDINGS = "region_embeddings.parquet"
 RUN_MANIFEST = "manifest.json"
+
+# labelled tasks (city.toml [labels.*]): level -> id column and layer, kind -> CSV column
+LEVEL_ID = {"region": REGION_ID, "poi": POI_ID}
+LEVEL_LAYER = {"region": "regions", "poi": "pois"}
+KIND_TARGET = {"regression": "value", "classification": "label"}

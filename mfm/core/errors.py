@@ -20,3 +20,14 @@ class CityError(MfmError):
 
 class PluginError(MfmError):
     """A plugin that is unknown, fails to import, or registers something twice."""
+
+
+def oneline(obj: object, limit: int = 200) -> str:
+    """``obj`` as text on one line, cut to ``limit`` characters (for error messages)."""
+    text = " ".join(str(obj).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def short_repr(value: object) -> str:
+    """A value for an error message: its repr on one line, at most 40 characters."""
+    return oneline(repr(value), 40)

@@ -22,7 +22,10 @@ from mfm.core.constants import (
     CITY_MANIFEST,
     FOOTPRINT,
     GEOMETRY,
+    KIND_TARGET,
     LAYERS,
+    LEVEL_ID,
+    LEVEL_LAYER,
     POI_ID,
     REGION_ID,
     ROAD_ID,
@@ -32,7 +35,7 @@ from mfm.core.constants import (
     TRAJ_ID,
     WGS84,
 )
-from mfm.core.errors import CityError
+from mfm.core.errors import CityError, oneline, short_repr
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -46,9 +49,6 @@ IMAGE = "image"
 TIME = "t"
 _MANIFEST_KEYS = ("name", "crs", "layers", "labels")
 _LABEL_KEYS = ("path", "level", "kind")
-_LEVEL_ID = {"region": REGION_ID, "poi": POI_ID}
-_LEVEL_LAYER = {"region": "regions", "poi": "pois"}
-_KIND_TARGET = {"regression": "value", "classification": "label"}
 _POINT = ("Point",)
 _LINE = ("LineString", "MultiLineString")
 _POLYGON = ("Polygon", "MultiPolygon")
@@ -108,15 +108,6 @@ class LabelSpec:
     kind: Literal["regression", "classification"]
 
 
-def _oneline(obj: object, limit: int = 200) -> str:
-    text = " ".join(str(obj).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _short(value: object) -> str:
-    return _oneline(repr(value), 40)
-
-
 class _Report:
     """Collects problems; caps row-level reports per rule."""
 
@@ -124,7 +115,7 @@ class _Report:
         self.problems: list[Problem] = []
 
     def add(self, file: str, message: str, *, row: int | None = None, column: str | None = None):
-        self.problems.append(Problem(file, row, column, _oneline(message, 400)))
+        self.problems.append(Problem(file, row, column, oneline(message, 400)))
 
     def rows(
         self,
@@ -166,7 +157,7 @@ def check_image(path: Path | str) -> None:
             pass
         except Exception as exc:
             reason = exc
-    raise CityError(f"cannot read image {path}: {_oneline(reason)}; re-export it as PNG/JPEG")
+    raise CityError(f"cannot read image {path}: {oneline(reason)}; re-export it as PNG/JPEG")
 
 
 def _missing_files(root: Path, paths: pd.Series) -> np.ndarray:
@@ -226,7 +217,7 @@ def _check_ids(rep: _Report, file: str, column: str, s: pd.Series, unique: bool)
         column,
         bad,
         lambda r: (
-            f"{column} {_short(values_[r])} is not a string; ids must be strings (or integers)"
+            f"{column} {short_repr(values_[r])} is not a string; ids must be strings (or integers)"
         ),
         "ids must be strings",
     )
@@ -357,7 +348,7 @@ def _parse_json_objects(
         bad,
         lambda r: (
             f'{column} must be a JSON object string like \'{{"amenity": "cafe"}}\' '
-            f"(use '{{}}' for none); got {_short(values[r])}"
+            f"(use '{{}}' for none); got {short_repr(values[r])}"
         ),
         f"{column} must be a JSON object string",
     )
@@ -415,7 +406,7 @@ def _read_layer(rep: _Report, root: Path, file: str, layer: str) -> pd.DataFrame
     except Exception as exc:
         rep.add(
             file,
-            f"cannot read as (Geo)Parquet: {_oneline(exc)}; re-write it with "
+            f"cannot read as (Geo)Parquet: {oneline(exc)}; re-write it with "
             "GeoDataFrame.to_parquet()",
         )
         return None
@@ -486,7 +477,7 @@ def _check_images(
             col,
             ~is_str[k * n : (k + 1) * n],
             lambda r, v=values: (
-                f"image path is {_short(v[r])}; write a path relative to the bundle"
+                f"image path is {short_repr(v[r])}; write a path relative to the bundle"
             ),
             "missing image paths",
         )
@@ -544,14 +535,14 @@ def _label_frame(
     rep: _Report, file: str, spec: LabelSpec, known: pd.Series | None, layer_file: str
 ) -> pd.DataFrame | None:
     """Read and check one labels CSV; return columns id (str) and value/label."""
-    id_col, target = _LEVEL_ID[spec.level], _KIND_TARGET[spec.kind]
+    id_col, target = LEVEL_ID[spec.level], KIND_TARGET[spec.kind]
     if not spec.path.is_file():
         rep.add(file, f"label file not found; fix labels.{spec.name}.path in city.toml")
         return None
     try:
         df = pd.read_csv(spec.path, dtype={id_col: str}, keep_default_na=True)
     except Exception as exc:
-        rep.add(file, f"cannot read as CSV: {_oneline(exc)}; write a CSV with a header row")
+        rep.add(file, f"cannot read as CSV: {oneline(exc)}; write a CSV with a header row")
         return None
     n_before = len(rep.problems)
     for col in (id_col, target):
@@ -574,7 +565,7 @@ def _label_frame(
             target,
             bad,
             lambda r: (
-                f"value {_short(raw[r])} is not a finite number; regression labels "
+                f"value {short_repr(raw[r])} is not a finite number; regression labels "
                 "need numeric values"
             ),
             "non-numeric values",
@@ -614,7 +605,7 @@ def _check_manifest(rep: _Report, root: Path, manifest: dict[str, Any], parsed: 
     parsed.name = str(name)
     crs = manifest.get("crs")
     if crs is not None and not isinstance(crs, str):
-        rep.add(m, f'crs must be a string like "EPSG:3067", not {_short(crs)}', column="crs")
+        rep.add(m, f'crs must be a string like "EPSG:3067", not {short_repr(crs)}', column="crs")
     elif crs is not None:
         parsed.crs = _check_crs(rep, crs)
     layers = manifest.get("layers")
@@ -650,7 +641,7 @@ def _check_crs(rep: _Report, crs: str) -> str | None:
     try:
         parsed = CRS.from_user_input(crs)
     except CRSError as exc:
-        rep.add(CITY_MANIFEST, f"crs {_short(crs)} is not a CRS ({_oneline(exc)})", column="crs")
+        rep.add(CITY_MANIFEST, f"crs {short_repr(crs)} is not a CRS ({oneline(exc)})", column="crs")
         return None
     units = {a.unit_name for a in parsed.axis_info}
     if not parsed.is_projected or not units <= {"metre", "meter"}:
@@ -674,10 +665,10 @@ def _check_label_spec(rep: _Report, root: Path, name: str, spec: Any, parsed: _P
         if k not in _LABEL_KEYS:
             rep.add(m, f"unknown key '{k}'; allowed: {', '.join(_LABEL_KEYS)}", column=f"{key}.{k}")
             ok = False
-    choices = {"level": tuple(_LEVEL_ID), "kind": tuple(_KIND_TARGET)}
+    choices = {"level": tuple(LEVEL_ID), "kind": tuple(KIND_TARGET)}
     for k, allowed in choices.items():
         if spec.get(k) not in allowed:
-            got = "missing" if k not in spec else f"{_short(spec[k])}"
+            got = "missing" if k not in spec else f"{short_repr(spec[k])}"
             rep.add(m, f"{k} is {got}; use one of {' | '.join(allowed)}", column=f"{key}.{k}")
             ok = False
     rel = spec.get("path")
@@ -707,7 +698,7 @@ def _validate(root: Path | str) -> tuple[list[Problem], _Parsed]:
         )
         return rep.problems, parsed
     except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-        rep.add(CITY_MANIFEST, f"not valid TOML: {_oneline(exc)}; fix the syntax")
+        rep.add(CITY_MANIFEST, f"not valid TOML: {oneline(exc)}; fix the syntax")
         return rep.problems, parsed
     _check_manifest(rep, root, manifest, parsed)
     layers = manifest.get("layers")
@@ -718,7 +709,7 @@ def _validate(root: Path | str) -> tuple[list[Problem], _Parsed]:
     if "satellite" in parsed.frames:
         _check_satellite_regions(rep, parsed.files["satellite"], parsed)
     for name, spec in parsed.labels.items():
-        layer = _LEVEL_LAYER[spec.level]
+        layer = LEVEL_LAYER[spec.level]
         file = parsed.label_files[name]
         if layer not in parsed.files:
             if layer not in listed:  # a listed-but-missing file is reported already
@@ -726,7 +717,7 @@ def _validate(root: Path | str) -> tuple[list[Problem], _Parsed]:
                 rep.add(file, msg)
             continue
         frame = parsed.frames.get(layer)
-        id_col = _LEVEL_ID[spec.level]
+        id_col = LEVEL_ID[spec.level]
         known = frame[id_col] if frame is not None and id_col in frame else None
         _label_frame(rep, file, spec, known, parsed.files[layer])
     return rep.problems, parsed
