@@ -83,7 +83,7 @@ def eval_command(
     probe: Annotated[str, typer.Option(help="ridge | rf | mlp")] = "ridge",
     baselines: Annotated[
         str, typer.Option(help="Comma-separated baselines")
-    ] = "counts,text,random",
+    ] = "raw,untrained,counts,text,random",
     seed: Annotated[int, typer.Option(help="First seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
 ) -> None:

@@ -102,6 +102,15 @@ class Modality(nn.Module):
         """Macro embeddings ``[B, d]`` of regions ``idx``."""
         raise NotImplementedError(f"modality {self.name!r} offers no region view")
 
+    def raw_features(self) -> Tensor | None:
+        """The frozen input features, one row per POI (POI view) or region (region view).
+
+        What the model starts from: ``mfm eval`` probes them as the ``raw`` baseline. The
+        default is the ``features`` buffer when it is 2-D; override to aggregate otherwise.
+        """
+        feats = getattr(self, "features", None)
+        return feats if isinstance(feats, Tensor) and feats.dim() == 2 else None
+
     def fingerprint(self) -> dict[str, object]:
         """What identifies this modality's frozen features (for the run manifest)."""
         return self.options.model_dump(mode="json")

@@ -19,7 +19,7 @@ from mfm.core.config import RunConfig, plugin_options
 from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION_ID, RUN_MANIFEST
 from mfm.core.embed import write_embeddings, write_json
 from mfm.core.errors import MfmError, PluginError
-from mfm.core.graphs import region_mean
+from mfm.core.export import BASELINE_FILE, export_embeddings, raw_features, write_baselines
 from mfm.core.modality import Context, Modality, Objective, View
 from mfm.core.model import UrbanModel
 from mfm.core.plugins import PluginInfo, Registry, load_registry
@@ -128,31 +128,6 @@ def plan_run(config: RunConfig, city: City, registry: Registry | None = None) ->
     return plan
 
 
-def _poi_default(model: UrbanModel, n: int, device: torch.device) -> torch.Tensor:
-    """The exported POI embedding: the mean of the POI's available (normalized) views.
-
-    The views were aligned with each other by LOCAL (and GLOBAL), so their mean is the
-    POI's multimodal representation. LOCAL's graph output mixes in the neighbours: on the
-    synthetic city it predicts building function far worse (macro F1 0.20 vs 0.77), so it
-    is written as the extra column ``local_embedding`` instead.
-    """
-    out = []
-    for start in range(0, n, 4096):
-        idx = torch.arange(start, min(n, start + 4096))
-        views = model.poi_views(idx.to(device))
-        total = sum(
-            torch.nn.functional.normalize(v.emb, dim=-1) * v.mask[:, None] for v in views.values()
-        )
-        count = sum(v.mask.float() for v in views.values()).clamp_min(1)[:, None]
-        out.append((total / count).float().cpu())
-    return torch.cat(out)
-
-
-def _region_mean(city: City, poi: np.ndarray) -> np.ndarray:
-    """Mean POI embedding per region (zeros for a region without POIs)."""
-    return region_mean(poi, city.poi_region(), len(city.regions)).astype(np.float32)
-
-
 def run(
     config: RunConfig,
     resume: bool = False,
@@ -213,25 +188,25 @@ def run(
         max_steps_per_epoch=config.max_steps_per_epoch,
         quiet=quiet,
     )
+    baselines = out / BASELINE_FILE
+    if rt.is_main and not (resume and baselines.is_file()):
+        # what the model was given and its state before any step: eval's `raw`/`untrained`
+        raw_poi, raw_region = raw_features(model, city)
+        init_poi, _, init_region = export_embeddings(model, objectives, city, rt.device)
+        write_baselines(
+            baselines,
+            {
+                "raw_poi": raw_poi,
+                "raw_region": raw_region,
+                "untrained_poi": init_poi,
+                "untrained_region": init_region,
+            },
+        )
     trainer = Trainer(model, settings, rt, out)
     history = trainer.fit(objectives, resume=resume)
     checksums = trainer.replica_checksums()
 
-    with torch.no_grad():
-        # a POI's own fused views; LOCAL's neighbourhood context goes in its own column
-        poi_np = _poi_default(model, len(city.pois), rt.device).numpy()
-        poi_extra = {
-            f"{o.name}_embedding": e.float().cpu().numpy()
-            for o in objectives
-            if (e := o.poi_embeddings(model)) is not None
-        }
-        region_np = None
-        if city.has("regions"):
-            reg = next(
-                (e for o in reversed(objectives) if (e := o.region_embeddings(model)) is not None),
-                None,
-            )
-            region_np = reg.float().cpu().numpy() if reg is not None else _region_mean(city, poi_np)
+    poi_np, poi_extra, region_np = export_embeddings(model, objectives, city, rt.device)
 
     result = RunResult(
         out, out / POI_EMBEDDINGS, None, out / RUN_MANIFEST, poi_np, region_np, model
@@ -286,6 +261,7 @@ def run(
                 "poi_embeddings": POI_EMBEDDINGS,
                 "region_embeddings": REGION_EMBEDDINGS if region_np is not None else None,
                 "dim": int(poi_np.shape[1]),
+                "baselines": BASELINE_FILE,
             },
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }

@@ -26,7 +26,15 @@ from mfm.core.city import City, LabelSpec
 from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION_ID, RUN_MANIFEST
 from mfm.core.embed import read_embeddings, write_json
 from mfm.core.errors import MfmError
-from mfm.eval.baselines import BASELINES, counts_features, random_features, text_features
+from mfm.core.export import BASELINE_FILE
+from mfm.eval.baselines import (
+    BASELINES,
+    REFERENCES,
+    counts_features,
+    random_features,
+    reference_features,
+    text_features,
+)
 from mfm.eval.probes import DEFAULT_PROBE, GRIDS, fit_probe
 from mfm.eval.splits import SPLITS, IndexPair, make_splits, spatial_blocks
 
@@ -271,6 +279,33 @@ def score_method(
     return result, params
 
 
+def margin(results: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    """mfm against the best baseline on the headline metric (R2 or macro F1).
+
+    ``{"metric", "best", "value": mfm mean - best mean, "std": the larger of the two
+    stds, "beyond_std": |value| > std}``; None without baselines or an undefined metric.
+    """
+    metric = "r2" if kind == "regression" else "macro_f1"
+    mine = results.get("mfm", {}).get(metric)
+    others = {
+        m: r[metric]
+        for m, r in results.items()
+        if m != "mfm" and r.get(metric) and r[metric][0] is not None
+    }
+    if not mine or mine[0] is None or not others:
+        return None
+    best = max(others, key=lambda m: others[m][0])
+    value = mine[0] - others[best][0]
+    std = max(mine[1] or 0.0, others[best][1] or 0.0)
+    return {
+        "metric": metric,
+        "best": best,
+        "value": value,
+        "std": std,
+        "beyond_std": bool(abs(value) > std),
+    }
+
+
 # --------------------------------------------------------------------------- evaluate
 
 
@@ -300,24 +335,33 @@ def _cache(manifest: dict[str, Any]) -> FeatureCache:
 
 def _baselines(
     names: Sequence[str],
+    run_dir: Path,
     city: City,
     level: str,
     rows: np.ndarray,
     manifest: dict[str, Any],
     dim: int,
     seed: int,
-) -> dict[str, np.ndarray]:
-    """Baseline features of the labelled items (``rows`` index the city layer)."""
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Baseline features of the labelled items (``rows`` index the city layer), and why
+    each baseline that cannot be computed is missing."""
     out: dict[str, np.ndarray] = {}
+    missing: dict[str, str] = {}
     for b in names:
-        if b == "counts":
+        if b in REFERENCES:
+            feats = reference_features(run_dir, b, level)
+            if feats is None:
+                missing[b] = f"run has no {b}_{level} in {BASELINE_FILE}; re-run `mfm run`"
+            else:
+                out[b] = feats[rows]
+        elif b == "counts":
             out[b] = counts_features(city, level)[rows]
         elif b == "text":
             opts = manifest.get("modalities", {}).get("osm", {})
             out[b] = text_features(city, level, opts, _cache(manifest))[rows]
         else:
             out[b] = random_features(len(rows), dim, seed)
-    return out
+    return out, missing
 
 
 def evaluate(
@@ -383,10 +427,10 @@ def evaluate(
             f"run {run_dir}; labels must use the {LEVELS[level]} values of the run's city"
         )
 
-    feats = {
-        "mfm": emb[emb_row],
-        **_baselines(baselines, city, level, city_row, manifest, emb.shape[1], seed),
-    }
+    base, missing = _baselines(
+        baselines, run_dir, city, level, city_row, manifest, emb.shape[1], seed
+    )
+    feats = {"mfm": emb[emb_row], **base}
 
     groups = spatial_blocks(city.xy(layer)[city_row]) if split == "spatial" else None
     splits = make_splits(split, len(y), runs, test_size, seed, groups)
@@ -413,6 +457,8 @@ def evaluate(
         "seed": seed,
         "labels": source,
         "selected": selected,
+        "missing": missing,
+        "margin": margin(results, kind),
     }
 
 

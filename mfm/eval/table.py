@@ -36,6 +36,23 @@ def title(result: dict[str, Any]) -> str:
     return text
 
 
+def margin_line(result: dict[str, Any]) -> str:
+    """``mfm - best baseline (text): +0.012 R2, within one std (0.031)``; "" without one."""
+    m = result.get("margin")
+    if not m:
+        return ""
+    metric = "R2" if m["metric"] == "r2" else "macro F1"
+    verdict = "beyond" if m["beyond_std"] else "within"
+    line = (
+        f"mfm - best baseline ({m['best']}): {m['value']:+.3f} {metric}, "
+        f"{verdict} one std ({m['std']:.3f})"
+    )
+    missing = result.get("missing") or {}
+    if missing:
+        line += "; not computed: " + "; ".join(f"{k} ({v})" for k, v in missing.items())
+    return line
+
+
 def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]], list[set[int]]]:
     """(header, rows of cells, columns of the best mean per row (none when all tie))."""
     methods = list(result["results"])
@@ -71,7 +88,12 @@ def table_rows(result: dict[str, Any]) -> tuple[list[str], list[list[str]], list
 def rich_table(result: dict[str, Any]) -> Table:
     """A rich Table of an ``evaluate`` result (best mean per row in bold green)."""
     header, rows, best = table_rows(result)
-    table = Table(title=title(result), title_justify="left")
+    table = Table(
+        title=title(result),
+        title_justify="left",
+        caption=margin_line(result) or None,
+        caption_justify="left",
+    )
     for i, name in enumerate(header):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row, b in zip(rows, best, strict=True):
@@ -88,4 +110,6 @@ def markdown_table(result: dict[str, Any]) -> str:
         lines.append(
             "| " + " | ".join(f"**{v}**" if i in b else v for i, v in enumerate(row)) + " |"
         )
+    if margin_line(result):
+        lines += ["", margin_line(result)]
     return "\n".join(lines) + "\n"

@@ -111,6 +111,11 @@ class PolygonModality(Modality):
         self.register_buffer("has_footprint", feats["has_footprint"].bool(), persistent=False)
         self.head = ProjectionHead(RESNET_DIM + 1, ctx.dim)
 
+    def raw_features(self) -> Tensor:
+        """Footprint features and area, zero for POIs without a footprint."""
+        x = torch.cat([self.features, self.area], dim=1)
+        return x * self.has_footprint[:, None].to(x.dtype)
+
     def poi_view(self, idx: Tensor, query: Tensor | None = None) -> PoiView:
         idx = idx.to(self.features.device)
         x = torch.cat([self.features[idx], self.area[idx]], dim=1)

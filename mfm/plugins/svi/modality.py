@@ -198,6 +198,12 @@ class SviModality(Modality):
         """E_scene ``[B, d]`` (Eq. 8, via the configured scene encoder) or None."""
         return self.scene(groups.to(views.device), views)
 
+    def raw_features(self) -> Tensor:
+        """Per POI: the mean over its linked groups of the image facing it (zero if none)."""
+        facing = self.features[self.poi_group, self.poi_direction]  # [P, K, f]
+        w = self.poi_mask.to(facing.dtype)[..., None]
+        return (facing * w).sum(dim=1) / w.sum(dim=1).clamp_min(1)
+
     def poi_view(self, idx: Tensor, query: Tensor | None = None) -> PoiView:
         """E_v of POIs ``idx`` (Eq. 11-14); mask: the POI has a group within ``max_dist``."""
         opts: SviOptions = self.options  # type: ignore[assignment]

@@ -1,0 +1,153 @@
+"""Real-city quality benchmark: does training add anything over what the model was given?
+
+    python benchmarks/quality.py [--cities berlin,sao_paulo,curitiba,medium] [--epochs N]
+        [--seeds 10] [--probes ridge,rf] [--splits random,spatial]
+
+For each city (the real bundles in ``benchmarks/data/``, see its ``SOURCES.md`` and
+``licences/``; ``medium`` is the synthetic city, generated once) it trains ``mfm run``
+with the default plugins and config (``--epochs`` overrides the per-stage epochs), then
+probes every labelled task with every probe and split over ``--seeds`` seeded splits,
+against every baseline (``raw``, ``untrained``, ``counts``, ``text``, ``random``).
+
+Runs are cached under ``$MFM_CACHE/quality/<city>-<config hash>`` (frozen features in the
+feature cache as usual), so a rerun with the same settings costs only the probes.
+Writes ``benchmarks/results/quality.json`` and prints the per-task markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import machine, table, write_result
+
+DATA = Path(__file__).resolve().parent / "data"
+REAL = ("berlin", "sao_paulo", "curitiba")
+METHODS = ("mfm", "raw", "untrained", "counts", "text", "random")
+
+
+def city_path(name: str) -> Path:
+    """The bundle of ``name``: a real one in benchmarks/data, or a synthetic size."""
+    if name in REAL:
+        return DATA / name
+    from mfm.cities.default import default_city
+
+    return default_city(name)
+
+
+def trained_run(name: str, epochs: int | None, seed: int) -> Path:
+    """A finished run of the default model on city ``name`` (trained once, then reused)."""
+    from mfm.core.cache import default_cache_dir
+    from mfm.core.config import make_config
+    from mfm.core.pipeline import run
+
+    city = city_path(name)
+    config = make_config(city=city, epochs=epochs, seed=seed, quiet=True)
+    key = hashlib.sha256(
+        json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()[:12]
+    out = default_cache_dir() / "quality" / f"{name}-{key}"
+    if not (out / "manifest.json").is_file():
+        config = config.model_copy(update={"out": out})
+        t0 = time.perf_counter()
+        run(config, resume=(out / "checkpoints").is_dir())
+        print(f"{name}: trained in {time.perf_counter() - t0:.0f} s -> {out}", flush=True)
+    return out
+
+
+def headline(result: dict[str, Any], method: str) -> list[float | None]:
+    metric = "r2" if result["kind"] == "regression" else "macro_f1"
+    return result["results"].get(method, {}).get(metric, [None, None])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--cities", default=",".join((*REAL, "medium")))
+    parser.add_argument("--epochs", type=int, default=None, help="per stage (default: config)")
+    parser.add_argument("--seeds", type=int, default=10, help="seeded splits per cell")
+    parser.add_argument("--probes", default="ridge,rf")
+    parser.add_argument("--splits", default="random,spatial")
+    parser.add_argument("--seed", type=int, default=0, help="training seed")
+    args = parser.parse_args()
+
+    from mfm.eval import evaluate, list_tasks
+
+    rows: list[dict[str, Any]] = []
+    for name in args.cities.split(","):
+        run_dir = trained_run(name, args.epochs, args.seed)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        for task in list_tasks(run_dir):
+            for probe in args.probes.split(","):
+                for split in args.splits.split(","):
+                    t0 = time.perf_counter()
+                    res = evaluate(run_dir, task, split=split, probe=probe, runs=args.seeds)
+                    rows.append(
+                        {
+                            "city": name,
+                            "task": task,
+                            "kind": res["kind"],
+                            "n": res["n"],
+                            "probe": probe,
+                            "split": split,
+                            "metric": "R2" if res["kind"] == "regression" else "macro F1",
+                            "scores": {m: headline(res, m) for m in METHODS},
+                            "margin": res["margin"],
+                            "plan": [p["objective"] for p in manifest["plan"] if not p["skipped"]],
+                            "train_seconds": manifest["wall_seconds"],
+                            "epochs": manifest["config"]["epochs"],
+                        }
+                    )
+                    print(
+                        f"{name}/{task} {probe} {split}: {time.perf_counter() - t0:.0f} s",
+                        flush=True,
+                    )
+    rows = merged(rows)
+    path = write_result("quality", {"machine": machine(), "args": vars(args), "rows": rows})
+    print(markdown(rows))
+    print(f"wrote {path}")
+
+
+def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier rows of ``quality.json`` for other cities, then ``rows`` (so that cities can
+    be benchmarked in separate invocations, e.g. with other ``--epochs``)."""
+    path = Path(__file__).resolve().parent / "results" / "quality.json"
+    done = {r["city"] for r in rows}
+    old = json.loads(path.read_text())["rows"] if path.is_file() else []
+    return [r for r in old if r["city"] not in done] + rows
+
+
+def _cell(pair: list[float | None]) -> str:
+    return "-" if not pair or pair[0] is None else f"{pair[0]:.3f} ({pair[1]:.3f})"
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """One row per city, task, probe and split: every method's mean (std), and the margin."""
+    headers = ["city", "task", "n", "metric", "probe", "split", *METHODS, "mfm - best", "> 1 std"]
+    body = []
+    for r in rows:
+        m = r["margin"] or {}
+        body.append(
+            [
+                r["city"],
+                r["task"],
+                r["n"],
+                r["metric"],
+                r["probe"],
+                r["split"],
+                *(_cell(r["scores"][k]) for k in METHODS),
+                f"{m['value']:+.3f} ({m['best']})" if m else "-",
+                ("yes" if m["value"] > 0 else "LOSS") if m and m["beyond_std"] else "no",
+            ]
+        )
+    return table(headers, body)
+
+
+if __name__ == "__main__":
+    main()
