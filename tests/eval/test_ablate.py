@@ -35,7 +35,7 @@ def test_writes_table_files(ablation):
     variants = [r["variant"] for r in table["rows"] if r["kind"] == "variant"]
     baselines = [r["variant"] for r in table["rows"] if r["kind"] == "baseline"]
     assert variants == ["osm", "osm+svi"]
-    assert baselines == ["counts", "text", "random"]
+    assert baselines == ["raw", "untrained", "counts", "text", "random"]
     for row in table["rows"]:
         assert row["error"] is None
         r2 = row["results"]["population"]["r2"]

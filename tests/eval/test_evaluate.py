@@ -9,7 +9,7 @@ import pytest
 from mfm.core.errors import MfmError
 from mfm.eval import evaluate, list_tasks, write_eval
 
-METHODS = ["mfm", "counts", "text", "random"]
+METHODS = ["mfm", "raw", "untrained", "counts", "text", "random"]
 TOP = {"task", "level", "kind", "split", "runs", "probe", "results", "n", "dropped"}
 
 
@@ -130,7 +130,7 @@ def test_write_eval_writes_json_and_markdown(run_dir, population):
 
 
 def test_same_seed_same_result(run_dir, population):
-    again = evaluate(run_dir, "population", baselines=("counts", "text", "random"))
+    again = evaluate(run_dir, "population")
     assert again["results"] == population["results"]
     other = evaluate(run_dir, "population", seed=1, baselines=())
     assert not np.allclose(other["results"]["mfm"]["r2"], population["results"]["mfm"]["r2"])
