@@ -9,14 +9,18 @@ The library behind ``mfm eval RUN_DIR --task NAME``::
 ``evaluate`` returns::
 
     {"task", "level", "kind", "split", "runs", "probe",
-     "results": {"mfm": {...}, "counts": {...}, "text": {...}, "random": {...}},
-     "n", "dropped", "n_train", "n_test", "test_size", "seed", "labels", "selected"}
+     "results": {"mfm": {...}, "raw": {...}, "untrained": {...}, "counts": {...},
+                 "text": {...}, "random": {...}},
+     "n", "dropped", "n_train", "n_test", "test_size", "seed", "labels", "selected",
+     "missing": {baseline: why not computed}, "margin": {"metric", "best", "value", "std",
+     "beyond_std"}}
 
 where each regression result is ``{"rmse": [mean, std], "mae": [...], "r2": [...]}`` and
 each classification result is ``{"macro_f1": [mean, std], "weighted_f1": [...],
 "per_class": {label: {"f1": [mean, std], "support": mean test count}}}``. ``n`` is the
 number of labelled items used, ``dropped`` the labels without an embedding, ``selected``
-the hyper-parameter chosen per method and run.
+the hyper-parameter chosen per method and run, ``margin`` mfm's headline metric minus
+that of the best baseline (``beyond_std``: the gap exceeds the larger of the two stds).
 """
 
 from mfm.eval.baselines import BASELINES

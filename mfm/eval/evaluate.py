@@ -391,7 +391,8 @@ def evaluate(
         runs: Number of seeded splits; metrics are ``[mean, std]`` over them.
         probe: ``ridge`` (default: the standard linear probe, closed-form and fast),
             ``rf`` or ``mlp``.
-        baselines: Any of ``counts``, ``text``, ``random``.
+        baselines: Any of ``raw``, ``untrained`` (from the run's ``baselines.npz``),
+            ``counts``, ``text``, ``random``.
         seed: Seed of the splits, the validation splits and the random baseline.
         test_size: Share of items (random) or blocks (spatial) held out per run.
 
