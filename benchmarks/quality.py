@@ -9,8 +9,9 @@ with the default plugins and config (``--epochs`` overrides the per-stage epochs
 probes every labelled task with every probe and split over ``--seeds`` seeded splits,
 against every baseline (``raw``, ``untrained``, ``counts``, ``text``, ``random``).
 
-Runs are cached under ``$MFM_CACHE/quality/<city>-<config hash>`` (frozen features in the
-feature cache as usual), so a rerun with the same settings costs only the probes.
+Runs are cached under ``$MFM_CACHE/quality/<city>-<key>`` (key: a hash of the config and
+of the ``mfm/`` code; frozen features in the feature cache as usual), so a rerun with the
+same settings and code costs only the probes.
 Writes ``benchmarks/results/quality.json`` and prints the per-task markdown table.
 """
 
@@ -42,6 +43,25 @@ def city_path(name: str) -> Path:
     return default_city(name)
 
 
+def code_version() -> str:
+    """Git tree hash of ``mfm/`` (changes only with the package's code), ``+dirty`` when
+    it has uncommitted changes; "unknown" outside a git checkout."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        tree = subprocess.run(
+            ["git", "rev-parse", "HEAD:mfm"], cwd=root, check=True, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "mfm"],
+            cwd=root, check=True, capture_output=True, text=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return tree[:12] + ("+dirty" if dirty else "")
+
+
 def trained_run(name: str, epochs: int | None, seed: int) -> Path:
     """A finished run of the default model on city ``name`` (trained once, then reused)."""
     from mfm.core.cache import default_cache_dir
@@ -50,9 +70,8 @@ def trained_run(name: str, epochs: int | None, seed: int) -> Path:
 
     city = city_path(name)
     config = make_config(city=city, epochs=epochs, seed=seed, quiet=True)
-    key = hashlib.sha256(
-        json.dumps(config.model_dump(mode="json"), sort_keys=True).encode()
-    ).hexdigest()[:12]
+    state = {"config": config.model_dump(mode="json"), "code": code_version()}
+    key = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:12]
     out = default_cache_dir() / "quality" / f"{name}-{key}"
     if not (out / "manifest.json").is_file():
         config = config.model_copy(update={"out": out})

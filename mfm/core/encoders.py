@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from mfm.core.errors import ConfigError, MfmError
-from mfm.core.progress import progress_bar
+from mfm.core.progress import log, progress_bar
 
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -94,6 +94,19 @@ def encode_texts(
             out[torch.as_tensor(sel)] = pool(hidden, batch["attention_mask"], pooling).float().cpu()
             bar.advance(len(sel))
     return out
+
+
+_WARNED: set[str] = set()
+
+
+def warn_random_init(weights: str) -> None:
+    """Say once per process that images come from a random-init ResNet18."""
+    if weights == "none" and "none" not in _WARNED:
+        _WARNED.add("none")
+        log(
+            'warning: images are encoded by a random-init ResNet18 (weights = "none"), '
+            'whose features carry little; set weights = "imagenet" or a weights file'
+        )
 
 
 def build_resnet18(weights: str = "none") -> nn.Module:

@@ -38,7 +38,7 @@ class OsmText(Modality):
         opts: OsmOptions = self.options  # type: ignore[assignment]
         feats = poi_text_features(ctx.city, opts, ctx.cache, ctx.device, ctx.quiet)
         self.register_buffer("features", feats.float(), persistent=False)
-        self.head = ProjectionHead(feats.shape[1], ctx.dim)
+        self.head = ProjectionHead(feats.shape[1], ctx.dim, inputs=feats)
         if opts.finetune_layers:
             self._prepare_finetuning([serialize_tags(t) for t in ctx.city.poi_tags()], opts)
 

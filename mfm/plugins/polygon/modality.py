@@ -23,7 +23,7 @@ from pydantic import Field
 from torch import Tensor
 
 from mfm.core.constants import FOOTPRINT
-from mfm.core.encoders import RESNET_DIM, encode_images
+from mfm.core.encoders import RESNET_DIM, encode_images, warn_random_init
 from mfm.core.errors import MfmError
 from mfm.core.heads import ProjectionHead
 from mfm.core.modality import Context, Modality, Options, PoiView, View
@@ -83,6 +83,7 @@ class PolygonModality(Modality):
     def prepare(self, ctx: Context) -> None:
         opts: PolygonOptions = self.options  # type: ignore[assignment]
         city = ctx.city
+        warn_random_init(opts.weights)
         key = {
             "weights": opts.weights,
             "image_size": opts.image_size,
@@ -109,7 +110,9 @@ class PolygonModality(Modality):
         self.register_buffer("features", feats["features"].float(), persistent=False)
         self.register_buffer("area", feats["area"].float()[:, None], persistent=False)
         self.register_buffer("has_footprint", feats["has_footprint"].bool(), persistent=False)
-        self.head = ProjectionHead(RESNET_DIM + 1, ctx.dim)
+        self.head = ProjectionHead(
+            RESNET_DIM + 1, ctx.dim, inputs=self.raw_features()[self.has_footprint]
+        )
 
     def raw_features(self) -> Tensor:
         """Footprint features and area, zero for POIs without a footprint."""

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from mfm.core.cache import files_signature
 from mfm.core.constants import REGION_ID
-from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images
+from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images, warn_random_init
 from mfm.core.heads import ProjectionHead
 from mfm.core.modality import Context, Modality, Options, View
 
@@ -79,6 +79,7 @@ class SatModality(Modality):
     def prepare(self, ctx: Context) -> None:
         opts: SatOptions = self.options  # type: ignore[assignment]
         city = ctx.city
+        warn_random_init(opts.weights)
         regions = city.layer("regions")[REGION_ID].astype(str)
         sat = city.layer("satellite")
         row = _row_of(regions.to_numpy(), sat[REGION_ID].astype(str).to_numpy())
@@ -115,7 +116,7 @@ class SatModality(Modality):
         self.register_buffer("features", feats["features"].float(), persistent=False)
         self.register_buffer("augmented", feats["augmented"].float(), persistent=False)
         self.register_buffer("has_image", torch.as_tensor(has), persistent=False)
-        self.head = ProjectionHead(RESNET_DIM, ctx.dim)
+        self.head = ProjectionHead(RESNET_DIM, ctx.dim, inputs=self.features[self.has_image])
 
     @property
     def num_augmentations(self) -> int:

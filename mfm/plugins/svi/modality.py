@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from mfm.core.cache import files_signature
 from mfm.core.constants import SVI_DIRECTIONS
-from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images
+from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images, warn_random_init
 from mfm.core.graphs import radius_neighbours
 from mfm.core.heads import ProjectionHead
 from mfm.core.losses import DEFAULT_TAU
@@ -149,6 +149,7 @@ class SviModality(Modality):
     def prepare(self, ctx: Context) -> None:
         opts: SviOptions = self.options  # type: ignore[assignment]
         city = ctx.city
+        warn_random_init(opts.weights)
         svi = city.layer("svi")
         rel = svi[list(SVI_DIRECTIONS)].to_numpy().reshape(-1)  # group-major: E,S,W,N
         paths = [city.path(p) for p in rel]
@@ -180,7 +181,7 @@ class SviModality(Modality):
         self.register_buffer("poi_dist", links.dist, persistent=False)
         self.register_buffer("poi_direction", links.direction, persistent=False)
         self.register_buffer("poi_mask", links.mask, persistent=False)
-        self.head = ProjectionHead(feats.shape[-1], ctx.dim)
+        self.head = ProjectionHead(feats.shape[-1], ctx.dim, inputs=feats)
         self.gate = nn.Linear(2 * ctx.dim, 2)
         self.scene = build_scene_encoder(opts.scene)
         self.scene.prepare(ctx, feats, ctx.dim)

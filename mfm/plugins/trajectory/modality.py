@@ -77,7 +77,7 @@ class TrajectoryModality(Modality):
         feats = ctx.cache.get_or_compute("trajectory", key, compute)["features"].float()
         self.register_buffer("features", feats, persistent=False)
         self.feature_names = feature_names(opts.time_bins, opts.distance_edges)
-        self.head = ProjectionHead(feats.shape[1], ctx.dim)
+        self.head = ProjectionHead(feats.shape[1], ctx.dim, inputs=feats)
 
     def region_view(self, idx: Tensor) -> Tensor:
         """Macro embeddings ``[B, d]`` of regions ``idx``."""
