@@ -86,6 +86,13 @@ class StageRecord:
     losses: list[float] = field(default_factory=list)  # per step
     epoch_losses: list[float] = field(default_factory=list)
     seconds: float = 0.0
+    health: dict[str, dict[str, float]] = field(default_factory=dict)
+    """After this stage, every objective's loss on its fixed batch: ``{name: {"loss",
+    "chance", "batch"}}``, ``chance = log(batch)`` (InfoNCE over ``batch`` candidates)."""
+
+
+NEAR_CHANCE = 0.95
+"""A health loss at or above this share of its chance level counts as back near chance."""
 
 
 @dataclass
@@ -126,6 +133,7 @@ class Trainer:
         self.model, self.s, self.rt = model, settings, runtime
         self.ckpt = out / CHECKPOINTS
         self.history: list[StageRecord] = []
+        self.objectives: list[Objective] = []
 
     # -- batching ---------------------------------------------------------------------
     def _batches(self, n: int, rng: torch.Generator) -> list[torch.Tensor]:
@@ -145,6 +153,7 @@ class Trainer:
     # -- stages -----------------------------------------------------------------------
     def fit(self, objectives: list[Objective], resume: bool = False) -> list[StageRecord]:
         """Train each objective for ``epochs`` in order; continue a saved run on ``resume``."""
+        self.objectives = list(objectives)
         state = self._load_last() if resume else None
         done_stages = state["stage_index"] if state else 0
         if state:
@@ -157,7 +166,48 @@ class Trainer:
                 start_epoch = state["epoch"]
             self._stage(i, obj, start_epoch, state if start_epoch else None)
             state = None
+        self._warn_forgotten()
         return self.history
+
+    # -- health -----------------------------------------------------------------------
+    @torch.no_grad()
+    def health(self) -> dict[str, dict[str, float]]:
+        """Every objective's loss now, on a fixed batch of its items with a fixed seed, so
+        that two stages' values differ only by the weights. The global RNG is untouched."""
+        out: dict[str, dict[str, float]] = {}
+        was_training = self.model.training
+        self.model.eval()
+        with torch.random.fork_rng(
+            devices=[self.rt.device] if self.rt.device.type == "cuda" else []
+        ):
+            for i, obj in enumerate(self.objectives):
+                n = obj.num_items()
+                if n < 2:
+                    continue
+                fixed = torch.Generator().manual_seed(_seed(self.s.seed, i, 7919))
+                idx = torch.randperm(n, generator=fixed)[: min(n, self.s.batch_size)]
+                torch.manual_seed(_seed(self.s.seed, i, 104729))
+                rng = torch.Generator().manual_seed(_seed(self.s.seed, i, 104729))
+                loss = float(self.model(obj.name, idx, rng))
+                out[obj.name] = {
+                    "loss": round(loss, 4),
+                    "chance": round(math.log(len(idx)), 4),
+                    "batch": len(idx),
+                }
+        self.model.train(was_training)
+        return out
+
+    def _warn_forgotten(self) -> None:
+        """Log each earlier objective that the last stage left back near chance."""
+        if not self.history or not self.rt.is_main:
+            return
+        last = self.history[-1]
+        for name, h in last.health.items():
+            if name != last.name and h["loss"] >= NEAR_CHANCE * h["chance"]:
+                log(
+                    f"warning: after the last stage ({last.name}), objective {name} is back "
+                    f"near chance (loss {h['loss']:.3f}, chance {h['chance']:.3f})"
+                )
 
     def _stage(self, index: int, obj: Objective, start_epoch: int, state: dict | None) -> None:
         model = self.model
@@ -218,8 +268,10 @@ class Trainer:
             record.seconds = time.perf_counter() - t0
             if self.s.quiet and self.rt.is_main:
                 log(f"{label} epoch {epoch + 1}/{self.s.epochs}: loss {mean:.4f}")
-            self.history.append(record)
             last_epoch = epoch + 1 == self.s.epochs
+            if last_epoch:
+                record.health = self.health()
+            self.history.append(record)
             self._save(index + int(last_epoch), 0 if last_epoch else epoch + 1, opt, obj.name)
             self._maybe_kill()
             if not last_epoch:

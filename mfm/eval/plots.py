@@ -283,6 +283,31 @@ def loss_curves(stages: Sequence[Mapping[str, Any]], path: Path | str) -> Path:
         return save_figure(fig, path)
 
 
+def health_curves(stages: Sequence[Mapping[str, Any]], path: Path | str) -> Path | None:
+    """Each objective's fixed-batch loss over its chance level after every stage (1 =
+    chance), or None when the manifest records no health."""
+    names = list(dict.fromkeys(n for s in stages for n in s.get("health", {})))
+    if not names:
+        return None
+    with mpl.rc_context(STYLE):
+        fig, ax = _subplots(figsize=(7, 4.6))
+        colours = _cmap("tab10")
+        x = np.arange(1, len(stages) + 1)
+        for i, name in enumerate(names):
+            y = [
+                h["loss"] / h["chance"] if (h := s.get("health", {}).get(name)) else np.nan
+                for s in stages
+            ]
+            ax.plot(x, y, color=colours(i % 10), marker="o", markersize=4, label=name)
+        ax.axhline(1.0, color="#57606a", linestyle="--", linewidth=1, label="chance")
+        ax.set_xticks(x, [f"after {s.get('name', '?')}" for s in stages], rotation=20)
+        ax.set_ylabel("loss / chance (log batch)")
+        ax.set_title("objective health: every objective's loss after every stage")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)
+        return save_figure(fig, path)
+
+
 def ablation_bars(
     tasks: Sequence[tuple[str, str]],
     bars: Sequence[tuple[str, Sequence[list[float | None] | None], bool]],

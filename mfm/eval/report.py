@@ -81,6 +81,7 @@ th:first-child, td:first-child { text-align: left; }
 th.left, td.left { text-align: left; }
 td.text { text-align: left; white-space: normal; max-width: 420px; color: #57606a; }
 table td.best { font-weight: 700; color: #116329; }
+td.warn { color: #cf222e; font-weight: 600; }
 tr.baseline td { color: #57606a; background: #fafbfc; }
 tr.failed td { color: #a40e26; }
 .error { color: #a40e26; }
@@ -115,8 +116,10 @@ def _table(
     row_classes: Sequence[str] | None = None,
     text_cols: set[int] | None = None,
     left: set[int] | None = None,
+    warn: Sequence[set[int]] | None = None,
 ) -> str:
-    """An HTML table; ``best[i]`` are the columns of row ``i`` to highlight.
+    """An HTML table; ``best[i]`` are the columns of row ``i`` to highlight, ``warn[i]``
+    those to flag.
 
     ``text_cols`` wrap (long notes); they and the ``left`` columns are left-aligned.
     """
@@ -134,6 +137,8 @@ def _table(
             classes = []
             if best and j in best[i]:
                 classes.append("best")
+            if warn and j in warn[i]:
+                classes.append("warn")
             if text_cols and j in text_cols:
                 classes.append("text")
             if left and j in left:
@@ -425,6 +430,28 @@ def _stages_table(manifest: dict[str, Any]) -> str:
     return _table(header, rows, left={1}) + extra
 
 
+def _health_table(manifest: dict[str, Any]) -> str:
+    """Rows: after each stage; columns: every objective's loss (its chance level); a cell
+    at or above :data:`NEAR_CHANCE` of chance is marked."""
+    from mfm.core.trainer import NEAR_CHANCE
+
+    stages = manifest.get("stages", [])
+    names = list(dict.fromkeys(n for s in stages for n in s.get("health", {})))
+    if not names:
+        return "<p>This run records no objective health (a run older than the feature).</p>"
+    rows, warn = [], []
+    for s in stages:
+        cells, flagged = [f"after {s.get('name', '?')}"], set()
+        for j, n in enumerate(names, start=1):
+            h = s.get("health", {}).get(n)
+            cells.append("-" if h is None else f"{h['loss']:.3f} ({h['chance']:.3f})")
+            if h is not None and h["loss"] >= NEAR_CHANCE * h["chance"]:
+                flagged.add(j)
+        rows.append(cells)
+        warn.append(flagged)
+    return _table(["", *names], rows, left={0}, warn=warn)
+
+
 def report(
     run_dir: Path | str,
     *,
@@ -453,7 +480,7 @@ def report(
     Raises:
         MfmError: Not a run directory, an unknown task, a missing ablation directory.
     """
-    from mfm.eval.plots import loss_curves, pca_map
+    from mfm.eval.plots import health_curves, loss_curves, pca_map
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
@@ -491,12 +518,23 @@ def report(
 
     # (c) training losses
     curves = loss_curves(manifest.get("stages", []), out / "loss_curves.png")
+    health = health_curves(manifest.get("stages", []), out / "health.png")
     train_html = _section(
         "Training",
         _img(curves, "training loss per stage") + _stages_table(manifest),
         "Loss per optimizer step of each stage (the paper's Fig. 4); stages run in order.",
     )
     sections.append(f'<div class="grid half cards">{pca_html}{train_html}</div>')
+    health_html = _img(health, "objective health") if health is not None else ""
+    sections.append(
+        _section(
+            "Objective health",
+            health_html + _health_table(manifest),
+            "Every objective's InfoNCE loss on a fixed batch of its items after every stage, "
+            "with its chance level log(batch) in brackets; red: at or above "
+            "95% of chance, i.e. the objective is (back) at chance.",
+        )
+    )
 
     # (b) one task: predicted vs true
     if task is not None:

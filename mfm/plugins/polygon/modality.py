@@ -22,6 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
+from mfm.core.city import City
 from mfm.core.constants import FOOTPRINT
 from mfm.core.encoders import RESNET_DIM, encode_images, warn_random_init
 from mfm.core.errors import MfmError
@@ -79,6 +80,15 @@ class PolygonModality(Modality):
     views = frozenset({View.POI})
     order = 20  # fused after text and svi (paper Eq. 23-26)
     Options = PolygonOptions
+
+    def unavailable(self, city: City) -> str | None:
+        pois = city.pois
+        if FOOTPRINT not in pois.columns or not bool(pois[FOOTPRINT].notna().any()):
+            return (
+                f"the pois layer of {city.root} has no footprint polygons; add a "
+                f"'{FOOTPRINT}' column (DESIGN §5) or drop the polygon plugin"
+            )
+        return None
 
     def prepare(self, ctx: Context) -> None:
         opts: PolygonOptions = self.options  # type: ignore[assignment]
