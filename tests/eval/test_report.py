@@ -44,7 +44,14 @@ def test_report_page(run_dir, page):
     assert "<table" in text and "population: region regression" in text
     assert re.search(r"R2 -?\d+\.\d{3} over all folds", text)
     assert "Ablation" not in text  # no ablation next to this run
-    for name in ("embedding_pca", "predictions_map", "predictions_scatter", "loss_curves"):
+    assert "Objective health" in text and "after poi" in text
+    for name in (
+        "embedding_pca",
+        "predictions_map",
+        "predictions_scatter",
+        "loss_curves",
+        "health",
+    ):
         png = run_dir / "report" / f"{name}.png"
         assert png.stat().st_size > 5_000, name
     # no eval/*.json before: every task was evaluated and written first
