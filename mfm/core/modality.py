@@ -145,6 +145,11 @@ class Objective(nn.Module):
         """The loss of one batch of items ``idx`` (CPU LongTensor); ``rng`` drives sampling."""
         raise NotImplementedError
 
+    def candidates(self, batch: int) -> int:
+        """How many candidates each anchor of a ``batch``-item batch is contrasted with;
+        the loss at chance is the log of it (the run's objective health)."""
+        return batch
+
     def trainable(self, model: UrbanModel) -> list[nn.Module]:
         """The modules this stage trains (their parameters get gradients and updates)."""
         raise NotImplementedError

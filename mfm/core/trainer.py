@@ -88,7 +88,7 @@ class StageRecord:
     seconds: float = 0.0
     health: dict[str, dict[str, float]] = field(default_factory=dict)
     """After this stage, every objective's loss on its fixed batch: ``{name: {"loss",
-    "chance", "batch"}}``, ``chance = log(batch)`` (InfoNCE over ``batch`` candidates)."""
+    "chance", "batch"}}``, ``chance`` = log of the candidates per anchor (InfoNCE at chance)."""
 
 
 NEAR_CHANCE = 0.95
@@ -191,7 +191,7 @@ class Trainer:
                 loss = float(self.model(obj.name, idx, rng))
                 out[obj.name] = {
                     "loss": round(loss, 4),
-                    "chance": round(math.log(len(idx)), 4),
+                    "chance": round(math.log(obj.candidates(len(idx))), 4),
                     "batch": len(idx),
                 }
         self.model.train(was_training)

@@ -301,7 +301,7 @@ def health_curves(stages: Sequence[Mapping[str, Any]], path: Path | str) -> Path
             ax.plot(x, y, color=colours(i % 10), marker="o", markersize=4, label=name)
         ax.axhline(1.0, color="#57606a", linestyle="--", linewidth=1, label="chance")
         ax.set_xticks(x, [f"after {s.get('name', '?')}" for s in stages], rotation=20)
-        ax.set_ylabel("loss / chance (log batch)")
+        ax.set_ylabel("loss / chance level")
         ax.set_title("objective health: every objective's loss after every stage")
         ax.grid(alpha=0.3)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4, frameon=False)

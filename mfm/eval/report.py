@@ -531,8 +531,8 @@ def report(
             "Objective health",
             health_html + _health_table(manifest),
             "Every objective's InfoNCE loss on a fixed batch of its items after every stage, "
-            "with its chance level log(batch) in brackets; red: at or above "
-            "95% of chance, i.e. the objective is (back) at chance.",
+            "with its chance level (log of the candidates per anchor) in brackets; red: at or "
+            "above 95% of chance, i.e. the objective is (back) at chance.",
         )
     )
 

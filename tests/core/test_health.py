@@ -15,7 +15,7 @@ def manifest(tiny_city, cache_dir, tmp_path_factory):
     config = make_config(
         city=tiny_city,
         out=out,
-        plugins="osm,sat",
+        plugins="osm,svi,sat",
         epochs=1,
         dim=32,
         quiet=True,
@@ -31,9 +31,10 @@ def test_every_stage_records_every_objective(manifest):
     assert len(ran) >= 3
     for stage in stages:
         assert set(stage["health"]) == set(ran)
-        for h in stage["health"].values():
+        for name, h in stage["health"].items():
             assert math.isfinite(h["loss"]) and h["loss"] > 0
-            assert h["chance"] == pytest.approx(math.log(h["batch"]), abs=1e-3)
+            per_anchor = 4 * h["batch"] - 1 if name == "svi" else h["batch"]  # 4 directions
+            assert h["chance"] == pytest.approx(math.log(per_anchor), abs=1e-3)
 
 
 def test_health_batch_is_fixed(manifest):

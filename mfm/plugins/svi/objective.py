@@ -106,6 +106,10 @@ class SviObjective(Objective):
     def num_items(self) -> int:
         return self.groups
 
+    def candidates(self, batch: int) -> int:
+        """Every image of the batch but the anchor itself."""
+        return batch * N_DIRECTIONS - 1
+
     def loss(self, model: UrbanModel, idx: Tensor, rng: torch.Generator) -> Tensor:
         svi = model.modalities["svi"]
         b = len(idx)
