@@ -51,6 +51,8 @@ def test_writes_table_files(ablation):
     assert [ln.split("|")[1].strip() for ln in body] == [
         "osm",
         "osm+svi",
+        "raw (baseline)",
+        "untrained (baseline)",
         "counts (baseline)",
         "text (baseline)",
         "random (baseline)",
@@ -58,7 +60,15 @@ def test_writes_table_files(ablation):
     assert "(" in body[0].split("|")[4]  # "mean (std)" cells
 
     rows = list(csv.DictReader((out / "ablation.csv").open()))
-    assert [r["variant"] for r in rows] == ["osm", "osm+svi", "counts", "text", "random"]
+    assert [r["variant"] for r in rows] == [
+        "osm",
+        "osm+svi",
+        "raw",
+        "untrained",
+        "counts",
+        "text",
+        "random",
+    ]
     cols = {"population_r2_mean", "population_r2_std", "population_rmse_mean"}
     assert cols <= set(rows[0])
     assert float(rows[0]["population_r2_mean"]) == pytest.approx(
