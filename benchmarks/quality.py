@@ -97,7 +97,11 @@ def main() -> None:
     parser.add_argument("--probes", default="ridge,rf")
     parser.add_argument("--splits", default="random,spatial")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
+    parser.add_argument("--print", action="store_true", help="print the last table, run nothing")
     args = parser.parse_args()
+    if args.print:
+        print(markdown(merged([])))
+        return
 
     from mfm.eval import evaluate, list_tasks
 

@@ -139,7 +139,14 @@ def test_eval_json_schema_on_a_run(tiny_city, tmp_path):
     assert r.returncode == 0, r.stderr
     result = json.loads(r.stdout)
     assert {"task", "level", "kind", "split", "runs", "probe", "results"} <= set(result)
-    assert result["runs"] == 10 and set(result["results"]) == {"mfm", "counts", "text", "random"}
+    assert result["runs"] == 10 and set(result["results"]) == {
+        "mfm",
+        "raw",
+        "untrained",
+        "counts",
+        "text",
+        "random",
+    }
     for metrics in result["results"].values():
         assert set(metrics) == {"rmse", "mae", "r2"} and all(len(v) == 2 for v in metrics.values())
     assert (out / "eval" / "population.json").exists() and (out / "eval" / "population.md").exists()
