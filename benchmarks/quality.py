@@ -134,8 +134,9 @@ def main() -> None:
                         f"{name}/{task} {probe} {split}: {time.perf_counter() - t0:.0f} s",
                         flush=True,
                     )
-    rows = merged(rows)
-    path = write_result("quality", {"machine": machine(), "args": vars(args), "rows": rows})
+        # after every city, so that a failure later keeps what was measured
+        out = {"machine": machine(), "args": vars(args), "rows": merged(rows)}
+        path = write_result("quality", out)
     print(markdown(rows))
     print(f"wrote {path}")
 
