@@ -50,8 +50,10 @@ def export_embeddings(
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
     """(POI embeddings, extra POI columns, region embeddings or None) of ``model`` now.
 
-    The region embedding is that of the last objective defining one (GLOBAL), else the
-    mean of the region's POI embeddings.
+    The region embedding is the mean of the region's POI embeddings; when an objective
+    defines region embeddings (GLOBAL's ``E_G``, a function of the macro views only), the
+    last one's unit rows come first, then the unit POI mean: ``[E_G, mean POI]`` (2d wide),
+    so that every selected modality reaches the region embedding.
     """
     was_training = model.training
     model.eval()
@@ -68,10 +70,18 @@ def export_embeddings(
                 (e for o in reversed(objectives) if (e := o.region_embeddings(model)) is not None),
                 None,
             )
-            region = reg.float().cpu().numpy() if reg is not None else pois_to_regions(city, poi)
+            region = pois_to_regions(city, poi)
+            if reg is not None:  # the macro graph, beside the region's own POI views
+                region = np.hstack([_unit(reg.float().cpu().numpy()), _unit(region)])
     finally:
         model.train(was_training)
     return poi, extra, region
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (zero rows stay zero)."""
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
 
 def _standardized(x: torch.Tensor) -> np.ndarray:
