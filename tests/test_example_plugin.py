@@ -102,4 +102,5 @@ def test_run_with_osm_and_terrain(python, tiny_city, tmp_path):
     assert stages["terrain"]["steps"] >= 1 and stages["terrain"]["losses"]
     assert stages["global"]["steps"] >= 1
     regions = gpd.read_parquet(out / "region_embeddings.parquet")
-    assert len(regions) == 16 and len(regions["embedding"].iloc[0]) == manifest["outputs"]["dim"]
+    assert len(regions) == 16
+    assert len(regions["embedding"].iloc[0]) == manifest["outputs"]["region_dim"]

@@ -261,6 +261,7 @@ def run(
                 "poi_embeddings": POI_EMBEDDINGS,
                 "region_embeddings": REGION_EMBEDDINGS if region_np is not None else None,
                 "dim": int(poi_np.shape[1]),
+                "region_dim": int(region_np.shape[1]) if region_np is not None else None,
                 "baselines": BASELINE_FILE,
             },
             "wall_seconds": round(time.perf_counter() - t_start, 2),
