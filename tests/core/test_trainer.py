@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from mfm.core.embed import read_embeddings
 
@@ -47,6 +48,11 @@ def test_resume_after_kill_matches_uninterrupted_run(tiny_city, tmp_path):
     stages_a = json.loads((full / "manifest.json").read_text())["stages"]
     stages_b = json.loads((broken / "manifest.json").read_text())["stages"]
     np.testing.assert_allclose(stages_a[0]["losses"], stages_b[0]["losses"], rtol=1e-5)
+    # objective health after every stage (the resumed one too) is that of the uninterrupted run
+    assert [s["health"].keys() for s in stages_a] == [s["health"].keys() for s in stages_b]
+    for a_stage, b_stage in zip(stages_a, stages_b, strict=True):
+        for name, h in a_stage["health"].items():
+            assert b_stage["health"][name]["loss"] == pytest.approx(h["loss"], abs=2e-4)
 
 
 def test_two_gloo_processes_end_with_identical_weights(tiny_city, tmp_path):
