@@ -132,11 +132,10 @@ def _child(args: argparse.Namespace) -> None:
             torch.manual_seed(config.seed)
             for mod in plan.modalities:
                 mod.prepare(ctx)
-            by_name = {n: c for p in plan.plugins for n, c in p.objectives.items()}
-            objs = [by_name[e.objective]() for e in plan.entries if e.skip is None]
-            model = UrbanModel(plan.modalities, objs, config.dim)
+            objs = plan.runnable
+            UrbanModel(plan.modalities, objs, config.dim)  # binds the objectives
             for obj in objs:
-                obj.prepare(model, ctx)
+                obj.prepare(ctx)
             payload["feature_cache"] = {"hits": cache.hits, "misses": cache.misses}
         payload["wall_seconds"] = time.perf_counter() - t0
     payload["maxrss_mib"] = maxrss_mib()

@@ -172,7 +172,7 @@ def plugins_command(
     """List installed plugins, their modalities and objectives with their scale slot."""
     from mfm.core.plugins import load_registry
 
-    registry = load_registry()
+    registry = load_registry(require=())  # a broken plugin is a warning here, not the end
     records = [p.as_json() for p in registry.plugins.values()]
     if as_json:
         typer.echo(json.dumps(records, indent=2))
@@ -430,7 +430,7 @@ def main() -> None:
         from mfm.core.plugins import load_registry, register_commands
 
         if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h"):
-            register_commands(load_registry(), app)
+            register_commands(load_registry(require=()), app)
         app()
     except MfmError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from mfm.core import hookspecs
+from mfm.core.errors import PluginError
 from mfm.core.hookspecs import hookimpl
 from mfm.core.plugins import load_registry
 from mfm.core.plugins import register_commands as add_plugin_commands
@@ -68,3 +69,33 @@ def test_hook_register_commands():
     finally:
         sys.argv = argv
     assert out.getvalue().strip() == "hello city"
+
+
+def test_hook_register_scene_encoders():
+    from mfm import SceneEncoder
+    from mfm.core.scene import build_scene_encoder
+
+    class Constant(SceneEncoder):
+        name = "constant"
+
+        def forward(self, groups, views):
+            return views.new_ones(views.shape[0], views.shape[-1])
+
+    plugin = types.ModuleType("captions")
+
+    @hookimpl
+    def register_scene_encoders(register):
+        register(Constant)
+
+    plugin.register_scene_encoders = register_scene_encoders
+    reg = load_registry(extra={"captions": plugin})
+    assert {"mean", "none", "constant"} <= set(reg.scene_encoders)
+    assert isinstance(build_scene_encoder("constant", reg.scene_encoders), Constant)
+    with pytest.raises(PluginError, match="scene encoder 'constant' is registered by both"):
+        load_registry(extra={"captions": plugin, "again": plugin_copy(plugin)})
+
+
+def plugin_copy(plugin):
+    copy = types.ModuleType("again")
+    copy.register_scene_encoders = plugin.register_scene_encoders
+    return copy

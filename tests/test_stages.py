@@ -36,7 +36,7 @@ def full_model(tiny_city, cache_dir):
     model = UrbanModel(plan.modalities, objectives, 32)
     torch.manual_seed(0)
     for obj in objectives:
-        obj.prepare(model, ctx)
+        obj.prepare(ctx)
     return model, objectives
 
 
@@ -44,7 +44,7 @@ def full_model(tiny_city, cache_dir):
 def test_stage_trains_its_modules(full_model, stage):
     model, objectives = full_model
     obj = next(o for o in objectives if o.name == stage)
-    modules = obj.trainable(model)
+    modules = obj.trainable()
     assert modules, f"{stage} trains nothing"
     params = {id(p): p for m in modules for p in m.parameters()}
     for p in model.parameters():

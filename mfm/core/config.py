@@ -33,6 +33,9 @@ class RunConfig(BaseModel):
     batch_size: int = Field(256, gt=1)
     lr: float = Field(1e-3, gt=0)
     warmup: float = Field(0.1, ge=0, lt=1)
+    earlier_lr: float = Field(
+        0.1, gt=0, le=1, description="lr factor for modules an earlier stage trained"
+    )
     weight_decay: float = Field(0.0, ge=0)
     max_steps_per_epoch: int | None = Field(None, gt=0)
     num_workers: int = Field(0, ge=0)

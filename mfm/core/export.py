@@ -11,8 +11,9 @@ import torch
 
 from mfm.core.city import City
 from mfm.core.graphs import region_mean
-from mfm.core.modality import Modality, Objective, View
+from mfm.core.modality import Modality, View
 from mfm.core.model import UrbanModel
+from mfm.core.objective import Objective
 
 BASELINE_FILE = "baselines.npz"
 """In the run directory: ``raw_poi``, ``raw_region``, ``untrained_poi``, ``untrained_region``
@@ -30,7 +31,7 @@ def poi_default(model: UrbanModel, n: int, device: torch.device) -> torch.Tensor
     out = []
     for start in range(0, n, 4096):
         idx = torch.arange(start, min(n, start + 4096))
-        views = model.poi_views(idx.to(device))
+        views = model.views.poi_views(idx.to(device))
         total = sum(
             torch.nn.functional.normalize(v.emb, dim=-1) * v.mask[:, None] for v in views.values()
         )
@@ -62,12 +63,12 @@ def export_embeddings(
         extra = {
             f"{o.name}_embedding": e.float().cpu().numpy()
             for o in objectives
-            if (e := o.poi_embeddings(model)) is not None
+            if (e := o.poi_embeddings()) is not None
         }
         region = None
         if city.has("regions"):
             reg = next(
-                (e for o in reversed(objectives) if (e := o.region_embeddings(model)) is not None),
+                (e for o in reversed(objectives) if (e := o.region_embeddings()) is not None),
                 None,
             )
             region = pois_to_regions(city, poi)

@@ -2,11 +2,18 @@
 
 A plugin module implements hooks as plain functions decorated with ``@hookimpl``::
 
-    from mfm import hookimpl
+    import mfm
 
-    @hookimpl
+    @mfm.hookimpl
     def register_modalities(register):
         register(TerrainModality)
+
+The host calls every hook through pluggy (``pm.hook.<name>(...)``), so an
+implementation may take fewer arguments than its spec. ``MFM_TRACE_PLUGINS=1`` prints
+every hook call and its result to stderr.
+
+Downstream tasks are not a hook: they are data (``[labels.*]`` in a bundle's
+``city.toml``), so a new task needs a label file, not code.
 """
 
 from __future__ import annotations
@@ -19,7 +26,9 @@ import pluggy
 if TYPE_CHECKING:
     import typer
 
-    from mfm.core.modality import Modality, Objective
+    from mfm.core.modality import Modality
+    from mfm.core.objective import Objective
+    from mfm.core.scene import SceneEncoder
 
 PROJECT = "mfm"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -48,6 +57,19 @@ def register_objectives(register: Callable[[type[Objective]], None]) -> None:
             Its ``name`` must be unique and its ``scale`` says which slot it fills.
             A plugin that registers objectives but no modalities (a scale objective
             such as ``local``) is always on; it is skipped when its views are missing.
+
+    Returns:
+        Nothing; registrations happen through ``register``.
+    """
+
+
+@hookspec
+def register_scene_encoders(register: Callable[[type[SceneEncoder]], None]) -> None:
+    """Register street-view scene encoders (the paper's E_scene, Eq. 8).
+
+    Args:
+        register: call ``register(SceneEncoderClass)`` once per ``mfm.SceneEncoder``
+            subclass; ``[plugin.svi] scene = "<its name>"`` selects it.
 
     Returns:
         Nothing; registrations happen through ``register``.

@@ -1,7 +1,8 @@
-"""Base classes that plugins subclass: a Modality offers views, an Objective trains them."""
+"""The base class of modalities: frozen features, trainable heads, and the views they offer."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
@@ -10,13 +11,11 @@ import torch
 from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
-from mfm.core.scales import Scale
-
 if TYPE_CHECKING:
     from mfm.core.cache import FeatureCache
     from mfm.core.city import City
     from mfm.core.config import RunConfig
-    from mfm.core.model import UrbanModel
+    from mfm.core.scene import SceneEncoder
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -45,6 +44,12 @@ class Options(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _installed_scene_encoders() -> dict[str, type[SceneEncoder]]:
+    from mfm.core.scene import installed_scene_encoders
+
+    return installed_scene_encoders()
+
+
 @dataclass
 class Context:
     """What a modality or objective may use while it prepares for a run."""
@@ -57,6 +62,7 @@ class Context:
     quiet: bool = False
     rank: int = 0
     extras: dict[str, object] = field(default_factory=dict)
+    scene_encoders: dict[str, type[SceneEncoder]] = field(default_factory=_installed_scene_encoders)
 
 
 @dataclass
@@ -67,7 +73,7 @@ class PoiView:
     mask: Tensor  # [B] bool: False where the POI has no such view (emb is zero there)
 
 
-class Modality(nn.Module):
+class Modality(nn.Module, ABC):
     """A data modality: frozen backbone features plus trainable heads to width ``dim``.
 
     Subclasses set ``name``, ``layers`` (bundle layers they need), ``views`` and
@@ -90,9 +96,9 @@ class Modality(nn.Module):
         file), or None. A run that names the plugin fails with it; a default run drops it."""
         return None
 
+    @abstractmethod
     def prepare(self, ctx: Context) -> None:
         """Compute (or load from cache) frozen features and build the trainable heads."""
-        raise NotImplementedError(f"modality {self.name!r} must implement prepare()")
 
     def poi_view(self, idx: Tensor, query: Tensor | None = None) -> PoiView:
         """Embeddings ``[B, d]`` of POIs ``idx``; ``query`` is the anchor (text) view if any."""
@@ -114,50 +120,3 @@ class Modality(nn.Module):
     def fingerprint(self) -> dict[str, object]:
         """What identifies this modality's frozen features (for the run manifest)."""
         return self.options.model_dump(mode="json")
-
-
-class Objective(nn.Module):
-    """A contrastive objective that fills a scale slot and trains for one stage.
-
-    Items are what a batch indexes (POIs, roads, street-view groups, regions).
-    """
-
-    name: ClassVar[str]
-    scale: ClassVar[Scale]
-    Options: ClassVar[type[Options]] = Options
-
-    def __init__(self, options: Options | None = None) -> None:
-        super().__init__()
-        self.options = options if options is not None else type(self).Options()
-
-    def skip_reason(self, model: UrbanModel, ctx: Context) -> str | None:
-        """Why this objective cannot run with the selected plugins and data, or None."""
-        return None
-
-    def prepare(self, model: UrbanModel, ctx: Context) -> None:
-        """Mine pairs / build graphs and the objective's own modules (once per run)."""
-
-    def num_items(self) -> int:
-        """How many items one epoch iterates over."""
-        raise NotImplementedError
-
-    def loss(self, model: UrbanModel, idx: Tensor, rng: torch.Generator) -> Tensor:
-        """The loss of one batch of items ``idx`` (CPU LongTensor); ``rng`` drives sampling."""
-        raise NotImplementedError
-
-    def candidates(self, batch: int) -> int:
-        """How many candidates each anchor of a ``batch``-item batch is contrasted with;
-        the loss at chance is the log of it (the run's objective health)."""
-        return batch
-
-    def trainable(self, model: UrbanModel) -> list[nn.Module]:
-        """The modules this stage trains (their parameters get gradients and updates)."""
-        raise NotImplementedError
-
-    def poi_embeddings(self, model: UrbanModel) -> Tensor | None:
-        """Extra POI embeddings ``[N_poi, d]``, exported as the column ``<name>_embedding``."""
-        return None
-
-    def region_embeddings(self, model: UrbanModel) -> Tensor | None:
-        """Final region embeddings ``[N_region, d]`` if this objective defines them."""
-        return None

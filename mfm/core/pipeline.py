@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from rich.table import Table
 
 from mfm.core.cache import FeatureCache
@@ -20,12 +21,15 @@ from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION
 from mfm.core.embed import write_embeddings, write_json
 from mfm.core.errors import MfmError, PluginError
 from mfm.core.export import BASELINE_FILE, export_embeddings, raw_features, write_baselines
-from mfm.core.modality import Context, Modality, Objective, View
+from mfm.core.modality import Context, Modality
 from mfm.core.model import UrbanModel
+from mfm.core.objective import Objective
 from mfm.core.plugins import PluginInfo, Registry, load_registry
 from mfm.core.progress import console, log
 from mfm.core.scales import SLOT_DESCRIPTIONS, Scale
+from mfm.core.scene import SceneEncoder
 from mfm.core.trainer import Trainer, TrainSettings, init_runtime
+from mfm.core.views import Views
 
 
 @dataclass
@@ -36,6 +40,8 @@ class PlanEntry:
     scale: Scale
     plugin: str
     skip: str | None = None
+    note: str | None = None  # how it runs (the objective's plan_note)
+    module: Objective | None = None  # the objective itself, bound to the run's views
 
 
 @dataclass
@@ -46,10 +52,17 @@ class RunPlan:
     modalities: list[Modality]
     entries: list[PlanEntry] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    scene_encoders: dict[str, type[SceneEncoder]] = field(default_factory=dict)
 
     @property
     def objectives(self) -> list[str]:
+        """Names of the objectives that run, in stage order."""
         return [e.objective for e in self.entries if e.skip is None]
+
+    @property
+    def runnable(self) -> list[Objective]:
+        """The objectives that run, in stage order (built and bound once, here)."""
+        return [e.module for e in self.entries if e.skip is None and e.module is not None]
 
     def table(self) -> Table:
         t = Table(title="run plan", title_justify="left")
@@ -61,6 +74,8 @@ class RunPlan:
                 t.add_row(scale.label, "-", "-", "[dim]no objective registered[/]")
             for e in rows:
                 status = "[green]runs[/]" if e.skip is None else f"[yellow]skipped:[/] {e.skip}"
+                if e.skip is None and e.note:
+                    status += f": {escape(e.note)}"
                 t.add_row(scale.label, e.objective, e.plugin, status)
         return t
 
@@ -80,7 +95,7 @@ class RunResult:
 
 def plan_run(config: RunConfig, city: City, registry: Registry | None = None) -> RunPlan:
     """Select plugins, build modalities and objectives, and decide which objectives run."""
-    registry = registry or load_registry()
+    registry = registry or load_registry(require=config.plugins)
     chosen = registry.select(config.plugins)
     notes: list[str] = []
     modalities: list[Modality] = []
@@ -106,9 +121,8 @@ def plan_run(config: RunConfig, city: City, registry: Registry | None = None) ->
             modalities.append(modality)
     if not modalities:
         raise PluginError("no modality can run on this city; check --plugins and the city layers")
-    plan = RunPlan(chosen, modalities, notes=notes)
-    probe = UrbanModel(modalities, [], config.dim)
-    ctx = Context(city, config, FeatureCache(enabled=False), torch.device("cpu"), config.dim)
+    plan = RunPlan(chosen, modalities, notes=notes, scene_encoders=registry.scene_encoders)
+    views = Views(modalities)
     for info in registry.plugins.values():
         for name, cls in info.objectives.items():
             obj_scale = cls.scale
@@ -120,9 +134,10 @@ def plan_run(config: RunConfig, city: City, registry: Registry | None = None) ->
             elif obj_scale not in config.scales:
                 entry.skip = "slot dropped by --scales"
             else:
-                entry.skip = cls(
-                    plugin_options(config, "objective", name, cls.Options)
-                ).skip_reason(probe, ctx)
+                entry.module = cls(plugin_options(config, "objective", name, cls.Options))
+                entry.module.bind(views)
+                entry.skip = entry.module.skip_reason(city)
+                entry.note = entry.module.plan_note(city) if entry.skip is None else None
             plan.entries.append(entry)
     plan.entries.sort(key=lambda e: e.scale)  # stable: registration order within a slot
     return plan
@@ -157,25 +172,27 @@ def run(
             log(f"note: {note}")
 
     cache = FeatureCache(config.cache_dir)
-    ctx = Context(city, config, cache, rt.device, config.dim, quiet=quiet, rank=rt.rank)
+    ctx = Context(
+        city,
+        config,
+        cache,
+        rt.device,
+        config.dim,
+        quiet=quiet,
+        rank=rt.rank,
+        scene_encoders=plan.scene_encoders,
+    )
     for first in (True, False):  # rank 0 fills the feature cache, the others read it
         if first == rt.is_main:
             torch.manual_seed(config.seed)
             for mod in plan.modalities:
                 mod.prepare(ctx)
         rt.barrier()
-    by_name = {n: c for p in plan.plugins for n, c in p.objectives.items()}
-    objectives: list[Objective] = []
-    for entry in plan.entries:
-        if entry.skip is None:
-            cls = by_name[entry.objective]
-            objectives.append(
-                cls(plugin_options(config, "objective", entry.objective, cls.Options))
-            )
+    objectives = plan.runnable
     model = UrbanModel(plan.modalities, objectives, config.dim)
     torch.manual_seed(config.seed)
     for obj in objectives:
-        obj.prepare(model, ctx)
+        obj.prepare(ctx)
     model.to(rt.device)
 
     settings = TrainSettings(
@@ -187,6 +204,7 @@ def run(
         seed=config.seed,
         max_steps_per_epoch=config.max_steps_per_epoch,
         quiet=quiet,
+        earlier_lr=config.earlier_lr,
     )
     baselines = out / BASELINE_FILE
     if rt.is_main and not (resume and baselines.is_file()):
@@ -244,6 +262,7 @@ def run(
                     "scale": e.scale.label,
                     "plugin": e.plugin,
                     "skipped": e.skip,
+                    "note": e.note,
                 }
                 for e in plan.entries
             ],
@@ -274,8 +293,3 @@ def run(
         )
     rt.barrier()
     return result
-
-
-def view_names(model: UrbanModel, view: View) -> list[str]:
-    """Names of the modalities offering ``view`` (for skip messages)."""
-    return [m.name for m in model.offering(view)]

@@ -8,20 +8,27 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
 from typing import TYPE_CHECKING
 
 import pluggy
+from pluggy import HookCaller
 
 from mfm.core import hookspecs
 from mfm.core.errors import PluginError
 from mfm.core.hookspecs import PROJECT
+from mfm.core.progress import log
 
 if TYPE_CHECKING:
-    from mfm.core.modality import Modality, Objective
+    from mfm.core.modality import Modality
+    from mfm.core.objective import Objective
+    from mfm.core.scene import SceneEncoder
 
 LOAD_ENV = "MFM_LOAD_PLUGINS"
+TRACE_ENV = "MFM_TRACE_PLUGINS"  # set to 1: print every hook call and its result to stderr
 
 
 @dataclass
@@ -33,6 +40,7 @@ class PluginInfo:
     package: str
     modalities: dict[str, type[Modality]] = field(default_factory=dict)
     objectives: dict[str, type[Objective]] = field(default_factory=dict)
+    scene_encoders: dict[str, type[SceneEncoder]] = field(default_factory=dict)
 
     @property
     def is_modality_plugin(self) -> bool:
@@ -79,6 +87,11 @@ class Registry:
         chosen = set(names)
         return [p for n, p in self.plugins.items() if n in chosen or not p.is_modality_plugin]
 
+    @property
+    def scene_encoders(self) -> dict[str, type[SceneEncoder]]:
+        """Every registered street-view scene encoder, by name."""
+        return {n: c for p in self.plugins.values() for n, c in p.scene_encoders.items()}
+
 
 def _entry_points() -> list[EntryPoint]:
     eps = list(entry_points(group=PROJECT))
@@ -89,15 +102,24 @@ def _entry_points() -> list[EntryPoint]:
     return sorted(eps, key=lambda ep: (ep.dist.name != "urban-mfm" if ep.dist else True, ep.name))
 
 
-def load_registry(extra: dict[str, object] | None = None) -> Registry:
+def load_registry(
+    extra: dict[str, object] | None = None, require: Iterable[str] | None = None
+) -> Registry:
     """Load every installed plugin (or those ``MFM_LOAD_PLUGINS`` allows) and collect them.
 
     Args:
         extra: plugin objects (modules or instances) to register besides the entry
             points, by name; tests use this for fake plugins.
+        require: entry-point names that must import; one that fails to is an error. Any
+            other that fails is skipped with a one-line warning, so a broken plugin that
+            a run does not select cannot stop it. None requires every plugin.
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
+    if os.environ.get(TRACE_ENV):
+        pm.trace.root.setwriter(lambda text: print(text, end="", file=sys.stderr))
+        pm.enable_tracing()
+    required = None if require is None else set(require)
     infos: dict[str, PluginInfo] = {}
     for ep in _entry_points():
         if ep.name in infos:
@@ -108,10 +130,14 @@ def load_registry(extra: dict[str, object] | None = None) -> Registry:
         try:
             module = ep.load()
         except Exception as exc:
-            raise PluginError(
+            message = (
                 f"plugin {ep.name!r} failed to import ({type(exc).__name__}: {exc}); "
                 f"fix or uninstall {ep.dist.name if ep.dist else ep.value}"
-            ) from None
+            )
+            if required is None or ep.name in required:
+                raise PluginError(message) from None
+            log(f"warning: {message}")
+            continue
         pm.register(module, name=ep.name)
         dist = ep.dist
         infos[ep.name] = PluginInfo(
@@ -132,6 +158,15 @@ def load_registry(extra: dict[str, object] | None = None) -> Registry:
     return Registry(pm, infos)
 
 
+def _each_plugin(pm: pluggy.PluginManager, hook: str) -> Iterator[tuple[str, HookCaller]]:
+    """(plugin name, a caller of ``hook`` that reaches only that plugin) for every plugin
+    implementing it: calls go through pluggy, so an implementation may take fewer
+    arguments than the spec, and each result has an owner."""
+    for impl in getattr(pm.hook, hook).get_hookimpls():
+        others = [p for p in pm.get_plugins() if p is not impl.plugin]
+        yield impl.plugin_name, pm.subset_hook_caller(hook, remove_plugins=others)
+
+
 def _collect(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
     """Call the register_* hooks plugin by plugin, so each registration has an owner."""
     owners: dict[tuple[str, str], str] = {}
@@ -139,9 +174,9 @@ def _collect(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
     for hook, attr in (
         ("register_modalities", "modalities"),
         ("register_objectives", "objectives"),
+        ("register_scene_encoders", "scene_encoders"),
     ):
-        for impl in getattr(pm.hook, hook).get_hookimpls():
-            owner = impl.plugin_name
+        for owner, call in _each_plugin(pm, hook):
 
             def register(cls: type, _owner: str = owner, _attr: str = attr) -> None:
                 name = getattr(cls, "name", None)
@@ -149,15 +184,16 @@ def _collect(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
                     raise PluginError(f"plugin {_owner!r} registered {cls!r} without a name")
                 key = (_attr, name)
                 if key in owners:
+                    what = _attr[:-1].replace("_", " ")
                     raise PluginError(
-                        f"{_attr[:-1]} {name!r} is registered by both plugin {owners[key]!r} "
+                        f"{what} {name!r} is registered by both plugin {owners[key]!r} "
                         f"and plugin {_owner!r}; rename one or uninstall a plugin"
                     )
                 owners[key] = _owner
                 getattr(infos[_owner], _attr)[name] = cls
 
             try:
-                impl.function(register=register)
+                call(register=register)
             except PluginError:
                 raise
             except Exception as exc:
@@ -168,11 +204,10 @@ def _collect(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
 
 def register_commands(registry: Registry, app: object) -> None:
     """Let every plugin add CLI commands."""
-    for impl in registry.pm.hook.register_commands.get_hookimpls():
+    for owner, call in _each_plugin(registry.pm, "register_commands"):
         try:
-            impl.function(app=app)
+            call(app=app)
         except Exception as exc:
             raise PluginError(
-                f"plugin {impl.plugin_name!r} raised in register_commands "
-                f"({type(exc).__name__}: {exc})"
+                f"plugin {owner!r} raised in register_commands ({type(exc).__name__}: {exc})"
             ) from None

@@ -20,8 +20,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mfm.core.errors import MfmError
-from mfm.core.modality import Objective, is_frozen
+from mfm.core.modality import is_frozen
 from mfm.core.model import UrbanModel
+from mfm.core.objective import Objective
 from mfm.core.progress import log, progress_bar
 
 CHECKPOINTS = "checkpoints"
@@ -107,6 +108,7 @@ class TrainSettings:
     seed: int
     max_steps_per_epoch: int | None = None
     quiet: bool = False
+    earlier_lr: float = 1.0  # lr factor of parameters that an earlier stage trained
 
 
 def _lr_factor(step: int, total: int, warmup: float) -> float:
@@ -211,19 +213,28 @@ class Trainer:
 
     def _stage(self, index: int, obj: Objective, start_epoch: int, state: dict | None) -> None:
         model = self.model
-        trainable = {id(p) for m in obj.trainable(model) for p in m.parameters()}
+        trainable = {id(p) for m in obj.trainable() for p in m.parameters()}
         for p in model.parameters():
             p.requires_grad_(id(p) in trainable and not is_frozen(p))
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise MfmError(f"objective {obj.name!r} has nothing to train; check its plugin")
+        # what an earlier stage trained learns on at earlier_lr, so it is not overwritten
+        earlier = {
+            id(p) for o in self.objectives[:index] for m in o.trainable() for p in m.parameters()
+        }
+        groups = [
+            {"params": [p for p in params if id(p) not in earlier], "scale": 1.0},
+            {"params": [p for p in params if id(p) in earlier], "scale": self.s.earlier_lr},
+        ]
+        groups = [g for g in groups if g["params"]]
         net: nn.Module = model
         if self.rt.distributed:
             ids = [self.rt.device.index] if self.rt.device.type == "cuda" else None
             net = nn.parallel.DistributedDataParallel(
                 model, device_ids=ids, find_unused_parameters=True
             )
-        opt = torch.optim.AdamW(params, lr=self.s.lr, weight_decay=self.s.weight_decay)
+        opt = torch.optim.AdamW(groups, lr=self.s.lr, weight_decay=self.s.weight_decay)
         record = StageRecord(obj.name, obj.scale.label)
         if state is not None:
             self._load_optimizer(opt, state)
@@ -248,7 +259,7 @@ class Trainer:
                 for b, idx in enumerate(batches):
                     factor = _lr_factor(epoch * steps + b, total, self.s.warmup)
                     for group in opt.param_groups:
-                        group["lr"] = self.s.lr * factor
+                        group["lr"] = self.s.lr * factor * group["scale"]
                     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
                         loss = net(obj.name, idx, rng)
                     if not torch.isfinite(loss):

@@ -21,11 +21,13 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
+from mfm.core.city import City
+from mfm.core.errors import MfmError
 from mfm.core.graphs import radius_neighbours
 from mfm.core.hookspecs import hookimpl
 from mfm.core.losses import DEFAULT_TAU, info_nce
-from mfm.core.modality import Context, Objective, Options, View
-from mfm.core.model import UrbanModel
+from mfm.core.modality import Context, Modality, Options
+from mfm.core.objective import Objective
 from mfm.core.scales import Scale
 from mfm.scales.graph_encoder import GraphEncoder, inverse_distance_weights, star_graphs
 
@@ -49,18 +51,18 @@ class LocalObjective(Objective):
     name = "local"
     scale = Scale.LOCAL
     Options = LocalOptions
+    options: LocalOptions
 
-    def skip_reason(self, model: UrbanModel, ctx: Context) -> str | None:
-        mods = model.offering(View.POI)
-        anchors = [m for m in mods if m.anchor]
-        if not anchors:
+    def skip_reason(self, city: City) -> str | None:
+        anchor = self.views.anchor
+        if anchor is None:
             return "needs the POI text view to anchor the graphs: add osm"
-        if len(mods) < 2:
-            return f"only text ({anchors[0].name}) is there; add polygon or svi"
+        if len(self.views.poi) < 2:
+            return f"only text ({anchor.name}) is there; add polygon or svi"
         return None
 
-    def prepare(self, model: UrbanModel, ctx: Context) -> None:
-        opts: LocalOptions = self.options  # type: ignore[assignment]
+    def prepare(self, ctx: Context) -> None:
+        opts = self.options
         xy = ctx.city.xy("pois")
         nb = radius_neighbours(xy, xy, opts.max_dist, opts.max_neighbours, exclude_self=True)
         k = max(1, int(nb.counts().max(initial=0)))
@@ -82,17 +84,17 @@ class LocalObjective(Objective):
         mask = torch.cat([torch.ones(len(idx), 1, dtype=torch.bool), self.nbr_mask[idx]], 1)
         return nodes, mask, self.nbr_weight[idx]
 
-    def loss(self, model: UrbanModel, idx: Tensor, rng: torch.Generator) -> Tensor:
-        opts: LocalOptions = self.options  # type: ignore[assignment]
+    def loss(self, idx: Tensor, rng: torch.Generator) -> Tensor:
+        opts = self.options
         nodes, mask, weight = self._graph_nodes(idx)
         keep = torch.rand(mask.shape, generator=rng) >= opts.drop_prob
         keep[:, 0] = True  # never drop the centre
         uniq, inv = torch.unique(nodes[mask], return_inverse=True)
-        device = model.device
-        views = model.poi_views(uniq.to(device))
-        anchor = model.anchor()
-        text = views[anchor.name].emb  # type: ignore[union-attr]
-        others = [v for name, v in views.items() if name != anchor.name]  # type: ignore[union-attr]
+        device = self.views.device
+        views = self.views.poi_views(uniq.to(device))
+        anchor = self._anchor()
+        text = views[anchor.name].emb
+        others = [v for name, v in views.items() if name != anchor.name]
 
         # G+: per node (not per POI: a POI in two graphs may pick differently), one of
         # that POI's other available views, uniformly; text where it has none.
@@ -110,18 +112,24 @@ class LocalObjective(Objective):
         e_pos = self.gat(x_pos, g_pos)
         return info_nce(e_g, e_pos, opts.tau)
 
-    def trainable(self, model: UrbanModel) -> list[nn.Module]:
-        return [self.gat, *model.offering(View.POI)]
+    def _anchor(self) -> Modality:
+        anchor = self.views.anchor
+        if anchor is None:
+            raise MfmError("L_local runs only with a POI text view (see skip_reason)")
+        return anchor
+
+    def trainable(self) -> list[nn.Module]:
+        return [self.gat, *self.views.poi]
 
     @torch.no_grad()
-    def poi_embeddings(self, model: UrbanModel) -> Tensor:
+    def poi_embeddings(self) -> Tensor:
         """``E_G`` of every POI's text graph (the exported POI embedding), ``[N, d]`` on CPU."""
-        opts: LocalOptions = self.options  # type: ignore[assignment]
-        anchor = model.anchor()
-        device = model.device
+        opts = self.options
+        anchor = self._anchor()
+        device = self.views.device
         n = self.num_items()
         chunks = [torch.arange(i, min(n, i + opts.chunk)) for i in range(0, n, opts.chunk)]
-        text = torch.cat([anchor.poi_view(c.to(device)).emb for c in chunks])  # type: ignore[union-attr]
+        text = torch.cat([anchor.poi_view(c.to(device)).emb for c in chunks])
         out = []
         for idx in chunks:
             nodes, mask, weight = self._graph_nodes(idx)

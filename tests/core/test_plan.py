@@ -20,6 +20,9 @@ class NeedsAFile(Modality):
     def unavailable(self, city):
         return f"no needsfile.tif in {city.root}; pass [plugin.needsfile] path"
 
+    def prepare(self, ctx):
+        raise AssertionError("an unavailable modality is never prepared")
+
 
 def _registry():
     plugin = types.ModuleType("needsfile")

@@ -7,7 +7,8 @@ import pytest
 
 from mfm.core.errors import PluginError
 from mfm.core.hookspecs import hookimpl
-from mfm.core.modality import Modality, Objective
+from mfm.core.modality import Modality
+from mfm.core.objective import Objective
 from mfm.core.plugins import load_registry
 from mfm.core.scales import Scale
 
@@ -103,3 +104,56 @@ def test_core_import_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_hooks_are_called_through_pluggy_so_fewer_arguments_are_fine():
+    called = []
+    mod = types.ModuleType("lean")
+
+    @hookimpl
+    def register_modalities():  # takes none of the spec's arguments
+        called.append(True)
+
+    mod.register_modalities = register_modalities
+    load_registry(extra={"lean": mod})
+    assert called == [True]
+
+
+def _broken_distribution(site):
+    """A distribution ``mfm-broken`` whose entry point ``broken`` fails to import."""
+    (site / "mfm_broken.py").write_text("raise ImportError('missing dependency frobnicate')\n")
+    info = site / "mfm_broken-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mfm-broken\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mfm]\nbroken = mfm_broken\n")
+
+
+def test_a_broken_unselected_plugin_warns_in_one_line(tmp_path, tiny_city, monkeypatch):
+    _broken_distribution(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("MFM_LOAD_PLUGINS", raising=False)
+    reg = load_registry(require=["osm"])  # a run that selects osm only
+    assert "broken" not in reg.plugins and "osm" in reg.plugins
+    with pytest.raises(PluginError, match=r"plugin 'broken' failed to import.*mfm-broken"):
+        load_registry(require=["osm", "broken"])
+    with pytest.raises(PluginError, match="plugin 'broken' failed to import"):
+        load_registry()  # a run that selects every plugin
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    r = subprocess.run(
+        [sys.executable, "-m", "mfm", "city", "validate", str(tiny_city)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    warnings = [ln for ln in r.stderr.splitlines() if "broken" in ln]
+    assert len(warnings) == 1 and "Traceback" not in r.stderr
+
+
+def test_trace_env_prints_every_hook_call(monkeypatch):
+    env = {**__import__("os").environ, "MFM_TRACE_PLUGINS": "1"}
+    r = subprocess.run(
+        [sys.executable, "-m", "mfm", "plugins", "--json"], capture_output=True, text=True, env=env
+    )
+    assert r.returncode == 0, r.stderr
+    assert "register_modalities" in r.stderr and "register_objectives" in r.stderr

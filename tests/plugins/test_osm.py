@@ -20,7 +20,7 @@ def _model(tiny_city, cache_dir):
     text.prepare(ctx)
     obj = PoiRoadObjective()
     model = UrbanModel([text], [obj], 32)
-    obj.prepare(model, ctx)
+    obj.prepare(ctx)
     return model, obj, text
 
 
@@ -51,7 +51,7 @@ def test_road_groups_and_positive_beats_shuffled(tiny_city, cache_dir):
 
 def test_training_step_changes_head_and_lowers_loss(tiny_city, cache_dir):
     model, obj, _text = _model(tiny_city, cache_dir)
-    params = [p for m in obj.trainable(model) for p in m.parameters()]
+    params = [p for m in obj.trainable() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-3)
     idx = torch.arange(obj.num_items())
     before = [p.detach().clone() for p in params]

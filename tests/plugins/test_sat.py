@@ -198,7 +198,7 @@ def sate(tiny_city, tmp_path_factory):
     sat.prepare(ctx)
     obj = SateObjective(SateObjective.Options(threshold_poi=0.6, threshold_road=0.9))
     model = UrbanModel([sat], [obj], 16)
-    obj.prepare(model, ctx)
+    obj.prepare(ctx)
     return ctx, sat, obj, model
 
 
@@ -227,7 +227,7 @@ def test_region_without_tile_gets_zero_features(tiny_city, tmp_path):
 
 
 def test_sate_mined_pairs_and_positive_sampling(sate):
-    ctx, sat, obj, model = sate
+    ctx, sat, obj, _model = sate
     fp, fr = obj.region_features(ctx)
     expected = mine_positive_pairs(fp, fr, 0.6, threshold_r=0.9)
     members = [set(obj.members[obj.ptr[r] : obj.ptr[r + 1]].tolist()) for r in range(len(fp))]
@@ -239,7 +239,7 @@ def test_sate_mined_pairs_and_positive_sampling(sate):
     assert with_pos and without  # both branches are exercised on the tiny city
     regions = torch.tensor(with_pos + without)
     with torch.no_grad():
-        pos = obj.positives(model, regions, torch.Generator().manual_seed(0))
+        pos = obj.positives(regions, torch.Generator().manual_seed(0))
         views = sat.region_view(torch.arange(len(fp)))
         aug = torch.stack(
             [sat.augmented_view(regions, torch.full_like(regions, a)) for a in range(4)]
@@ -255,13 +255,15 @@ def test_sate_mined_pairs_and_positive_sampling(sate):
 def test_sate_skips_without_sat(tiny_city, tmp_path):
     city = City.load(tiny_city)
     ctx = Context(city, RunConfig(city=tiny_city), FeatureCache(tmp_path), "cpu", 8)
-    assert SateObjective().skip_reason(UrbanModel([], [], 8), ctx) == "needs the sat modality"
+    obj = SateObjective()
+    UrbanModel([], [obj], 8)
+    assert obj.skip_reason(ctx.city) == "needs the sat modality"
 
 
 def test_sate_step_trains_the_sat_head(sate):
     _, _, obj, model = sate
-    assert obj.trainable(model) == [model.modalities["sat"]]
-    params = [p for m in obj.trainable(model) for p in m.parameters()]
+    assert obj.trainable() == [model.modalities["sat"]]
+    params = [p for m in obj.trainable() for p in m.parameters()]
     before = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=1e-3)
     loss = model("sate", torch.arange(obj.num_items()), torch.Generator().manual_seed(0))
@@ -271,5 +273,5 @@ def test_sate_step_trains_the_sat_head(sate):
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
     opt.step()
     assert all(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
-    emb = obj.region_embeddings(model)
+    emb = obj.region_embeddings()
     assert emb.shape == (len(model.modalities["sat"].features), 16)

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from pydantic import ValidationError
 from torch import nn
 
 from mfm.core.cache import FeatureCache
@@ -15,6 +14,7 @@ from mfm.core.modality import Context
 from mfm.core.model import UrbanModel
 from mfm.core.plugins import LOAD_ENV, load_registry
 from mfm.core.scales import Scale
+from mfm.core.scene import build_scene_encoder, installed_scene_encoders
 from mfm.plugins.svi.modality import (
     SviModality,
     SviOptions,
@@ -24,7 +24,6 @@ from mfm.plugins.svi.modality import (
     spatial_attention,
 )
 from mfm.plugins.svi.objective import SviObjective, info_nce_multi, sample_directions
-from mfm.plugins.svi.scene import build_scene_encoder
 
 DIM = 16
 
@@ -48,7 +47,7 @@ def _model(city, cache_dir, **opts):
     svi.prepare(ctx)
     obj = SviObjective()
     model = UrbanModel([svi], [obj], DIM)
-    obj.prepare(model, ctx)
+    obj.prepare(ctx)
     return model, obj, svi
 
 
@@ -195,10 +194,10 @@ def test_same_group_views_beat_shuffled_views(city, cache_dir):
 def test_training_step_changes_every_trainable_weight(city, cache_dir):
     model, obj, svi = _model(city, cache_dir)
     assert obj.scale is Scale.MICRO and obj.num_items() == len(city.svi)
-    assert obj.trainable(model) == [svi.head, svi.scene]
-    head = [p for m in obj.trainable(model) for p in m.parameters()]
+    assert obj.trainable() == [svi.head, svi.scene]
+    head = [p for m in obj.trainable() for p in m.parameters()]
     before = [p.detach().clone() for p in head]
-    opt = torch.optim.AdamW([p for m in obj.trainable(model) for p in m.parameters()], lr=1e-3)
+    opt = torch.optim.AdamW([p for m in obj.trainable() for p in m.parameters()], lr=1e-3)
     loss = model("svi", torch.arange(obj.num_items()), torch.Generator().manual_seed(0))
     loss.backward()
     # the head (shared by the four directions and the mean scene) trains; the POI gate
@@ -219,20 +218,22 @@ def test_features_are_cached_and_not_checkpointed(city, tmp_path):
 
 
 def test_scene_options(city, cache_dir):
-    with pytest.raises(ValidationError):
-        SviOptions(scene="llama2")
-    with pytest.raises(ConfigError, match="scene"):
-        build_scene_encoder("llama2")
+    available = installed_scene_encoders()
+    assert {"mean", "none"} <= set(available)  # registered by the svi plugin's hook
+    with pytest.raises(ConfigError, match=r"llama2.*choose one of mean, none"):
+        build_scene_encoder("llama2", available)
     model, _, _ = _model(city, cache_dir, scene="none")
     loss = model("svi", torch.arange(8), torch.Generator().manual_seed(0))
     assert math.isfinite(loss.item())
 
 
 def test_skip_reason_and_registration(city, cache_dir, monkeypatch):
-    model, obj, _ = _model(city, cache_dir)
+    _, obj, _ = _model(city, cache_dir)
     ctx = _ctx(city, cache_dir)
-    assert obj.skip_reason(model, ctx) is None
-    assert "svi modality" in obj.skip_reason(UrbanModel([], [], DIM), ctx)
+    assert obj.skip_reason(ctx.city) is None
+    bare = SviObjective()
+    UrbanModel([], [bare], DIM)
+    assert "svi modality" in bare.skip_reason(ctx.city)
     monkeypatch.setenv(LOAD_ENV, "")
     info = load_registry(extra={"svi": "mfm.plugins.svi"}).plugins["svi"]
     assert list(info.modalities) == ["svi"] and list(info.objectives) == ["svi"]

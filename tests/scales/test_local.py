@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import torch
 
@@ -29,8 +27,8 @@ def _build(ctx, text, others, **options):
         m.prepare(ctx)
     obj = LocalObjective(LocalOptions(**options))
     model = UrbanModel([fresh, *others], [obj], ctx.dim)
-    assert obj.skip_reason(model, ctx) is None
-    obj.prepare(model, ctx)
+    assert obj.skip_reason(ctx.city) is None
+    obj.prepare(ctx)
     return model, obj
 
 
@@ -89,7 +87,7 @@ def test_node_dropping_changes_the_positive_and_keeps_the_centre(ctx, text):
 
 def test_one_step_trains_every_trainable_module(ctx, text):
     model, obj = _build(ctx, text, [FakePoiView()])
-    mods = obj.trainable(model)
+    mods = obj.trainable()
     assert {id(m) for m in mods} == {id(obj.gat), *(id(m) for m in model.modalities.values())}
     params = [p for m in mods for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=1e-2)
@@ -114,7 +112,7 @@ def test_loss_is_deterministic_for_a_seed(ctx, text):
 
 def test_poi_embeddings_are_the_text_graph_output(ctx, text):
     model, obj = _build(ctx, text, [FakePoiView()], chunk=64)
-    emb = obj.poi_embeddings(model)
+    emb = obj.poi_embeddings()
     assert emb.shape == (len(ctx.city.pois), DIM) and torch.isfinite(emb).all()
     nodes, mask, weight = obj._graph_nodes(torch.arange(5))
     uniq, inv = torch.unique(nodes[mask], return_inverse=True)
@@ -123,18 +121,17 @@ def test_poi_embeddings_are_the_text_graph_output(ctx, text):
     assert torch.allclose(emb[:5], direct, atol=1e-5)
 
 
+def _skip(mods, city):
+    obj = LocalObjective()
+    UrbanModel(mods, [obj], DIM)  # composing the model binds the objective to the views
+    return obj.skip_reason(city)
+
+
 def test_skip_reasons(ctx):
-    only_text = UrbanModel([OsmText()], [], DIM)
-    assert LocalObjective().skip_reason(only_text, ctx) == (
-        "only text (osm) is there; add polygon or svi"
-    )
-    no_anchor = UrbanModel([FakePoiView()], [], DIM)
-    assert "add osm" in LocalObjective().skip_reason(no_anchor, ctx)
-    nothing = UrbanModel([], [], DIM)
-    assert "add osm" in LocalObjective().skip_reason(nothing, SimpleNamespace(city=None))
-    assert (
-        LocalObjective().skip_reason(UrbanModel([OsmText(), FakePoiView()], [], DIM), ctx) is None
-    )
+    assert _skip([OsmText()], ctx.city) == "only text (osm) is there; add polygon or svi"
+    assert "add osm" in _skip([FakePoiView()], ctx.city)
+    assert "add osm" in _skip([], None)
+    assert _skip([OsmText(), FakePoiView()], ctx.city) is None
 
 
 def test_registered_as_an_always_on_objective_plugin(monkeypatch):

@@ -10,27 +10,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
+import mfm
 import typer
-from mfm.core.hookspecs import hookimpl
-from mfm.core.modality import Modality, Objective
 
 from mfm_terrain.modality import TerrainModality
 from mfm_terrain.objective import TerrainObjective
 
 
-@hookimpl
-def register_modalities(register: Callable[[type[Modality]], None]) -> None:
+@mfm.hookimpl
+def register_modalities(register: Callable[[type[mfm.Modality]], None]) -> None:
     """Register the terrain modality."""
     register(TerrainModality)
 
 
-@hookimpl
-def register_objectives(register: Callable[[type[Objective]], None]) -> None:
+@mfm.hookimpl
+def register_objectives(register: Callable[[type[mfm.Objective]], None]) -> None:
     """Register the terrain objective (MACRO)."""
     register(TerrainObjective)
 
 
-@hookimpl
+@mfm.hookimpl
 def register_commands(app: typer.Typer) -> None:
     """Add ``mfm terrain-info`` and ``mfm terrain-synth-dem``."""
 

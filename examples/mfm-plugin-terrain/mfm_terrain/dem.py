@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-from mfm.core.errors import MfmError
+from mfm import MfmError
 
 if TYPE_CHECKING:
     import geopandas as gpd
@@ -436,7 +436,7 @@ def write_hill_dem(
 
 def write_city_dem(city_root: Path, out: Path | None = None, pixel: float = 10.0) -> Path:
     """Write :func:`write_hill_dem` over a City bundle's regions (default ``<city>/dem.tif``)."""
-    from mfm.core.city import City
+    from mfm import City
 
     city = City.load(city_root)
     bounds = tuple(city.layer("regions").to_crs(city.crs).total_bounds)

@@ -3,7 +3,7 @@
 Each region's terrain profile (elevation mean / std / min / max / range / percentiles,
 slope mean / std, coverage, has_data; :mod:`mfm_terrain.dem`) is computed once in
 ``prepare``, cached with ``ctx.cache`` and standardized; a trainable MLP head
-(:class:`mfm.core.heads.ProjectionHead`) maps it to width ``d``. The view is ``View.REGION``,
+(:class:`mfm.ProjectionHead`) maps it to width ``d``. The view is ``View.REGION``,
 so the GLOBAL objective fuses it into its macro representation like ``sat`` and
 ``trajectory``; the ``terrain`` objective (:mod:`mfm_terrain.objective`) trains it at MACRO.
 
@@ -15,11 +15,7 @@ The DEM is ``[plugin.terrain] dem`` or, by default, ``dem.tif`` in the city bund
 from __future__ import annotations
 
 import torch
-from mfm.core.city import City
-from mfm.core.errors import MfmError
-from mfm.core.heads import ProjectionHead
-from mfm.core.modality import Context, Modality, Options, View
-from mfm.core.progress import log
+from mfm import City, Context, MfmError, Modality, Options, ProjectionHead, View, log
 from pydantic import Field, field_validator
 from torch import Tensor
 
@@ -65,17 +61,18 @@ class TerrainModality(Modality):
     layers = ("regions",)
     views = frozenset({View.REGION})
     Options = TerrainOptions
+    options: TerrainOptions
 
     def unavailable(self, city: City) -> str | None:
         """No DEM: a default run drops terrain; ``--plugins ...,terrain`` reports why."""
         try:
-            resolve_dem(self.options.dem, city.root)  # type: ignore[attr-defined]
+            resolve_dem(self.options.dem, city.root)
         except MfmError as exc:
             return str(exc)
         return None
 
     def prepare(self, ctx: Context) -> None:
-        opts: TerrainOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         city = ctx.city
         dem = resolve_dem(opts.dem, city.root)
         digest = file_digest(dem)

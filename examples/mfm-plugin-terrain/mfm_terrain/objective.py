@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from mfm.core.errors import MfmError
-from mfm.core.losses import DEFAULT_TAU, info_nce
-from mfm.core.modality import Context, Objective, Options
-from mfm.core.model import UrbanModel
-from mfm.core.scales import Scale
+from mfm import DEFAULT_TAU, Context, MfmError, Objective, Options, Scale, info_nce
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
+
+from mfm_terrain.modality import TerrainModality
 
 TERRAIN = "terrain"
 
@@ -88,17 +86,14 @@ class TerrainObjective(Objective):
     name = TERRAIN
     scale = Scale.MACRO
     Options = TerrainObjectiveOptions
+    options: TerrainObjectiveOptions
+    modality = TERRAIN
+    layers = ("regions",)
+    encoder: TerrainModality
 
-    def skip_reason(self, model: UrbanModel, ctx: Context) -> str | None:
-        if TERRAIN not in model.modalities:
-            return "needs the terrain modality: add terrain to --plugins"
-        if not ctx.city.has("regions"):
-            return "needs a regions layer in the city: add layers.regions to city.toml"
-        return None
-
-    def prepare(self, model: UrbanModel, ctx: Context) -> None:
-        opts: TerrainObjectiveOptions = self.options  # type: ignore[assignment]
-        terrain = model.modalities[TERRAIN]
+    def prepare(self, ctx: Context) -> None:
+        opts = self.options
+        terrain = self.encoder
         items = np.flatnonzero(terrain.has_data.cpu().numpy())
         if len(items) < 2:
             raise MfmError(
@@ -121,11 +116,11 @@ class TerrainObjective(Objective):
     def num_items(self) -> int:
         return len(self.items)
 
-    def positives(self, model: UrbanModel, pos: Tensor, rng: torch.Generator) -> Tensor:
+    def positives(self, pos: Tensor, rng: torch.Generator) -> Tensor:
         """Positive views ``[B, d]`` of items at positions ``pos``: a random mined partner,
         or the item's own profile with Gaussian noise when it has none."""
-        opts: TerrainObjectiveOptions = self.options  # type: ignore[assignment]
-        terrain = model.modalities[TERRAIN]
+        opts = self.options
+        terrain = self.encoder
         regions = self.items[pos]
         start = self.ptr[pos]
         count = self.ptr[pos + 1] - start
@@ -139,19 +134,16 @@ class TerrainObjective(Objective):
         mined = terrain.region_view(partner)
         return torch.where(has_pos.to(device)[:, None], mined, terrain.project(noisy))
 
-    def loss(self, model: UrbanModel, idx: Tensor, rng: torch.Generator) -> Tensor:
+    def loss(self, idx: Tensor, rng: torch.Generator) -> Tensor:
         pos = idx.cpu().long()
-        anchor = model.modalities[TERRAIN].region_view(self.items[pos])
-        positive = self.positives(model, pos, rng)
-        return info_nce(anchor, positive, self.options.tau)  # type: ignore[attr-defined]
-
-    def trainable(self, model: UrbanModel) -> list[nn.Module]:
-        return [model.modalities[TERRAIN]]
+        anchor = self.encoder.region_view(self.items[pos])
+        positive = self.positives(pos, rng)
+        return info_nce(anchor, positive, self.options.tau)
 
     @torch.no_grad()
-    def region_embeddings(self, model: UrbanModel) -> Tensor:
+    def region_embeddings(self) -> Tensor:
         """Terrain views of every region (a later GLOBAL stage's embeddings take priority)."""
-        terrain = model.modalities[TERRAIN]
+        terrain = self.encoder
         n = len(terrain.features)
         return torch.cat(
             [

@@ -120,7 +120,7 @@ def _fake_terrain(features: np.ndarray, dim: int = 16, seed: int = 0) -> Terrain
 def _prepared(mod: TerrainModality, **opts: object) -> tuple[UrbanModel, TerrainObjective]:
     obj = TerrainObjective(TerrainObjectiveOptions(**opts))
     model = UrbanModel([mod], [obj], mod.head[-1].out_features)
-    obj.prepare(model, None)  # type: ignore[arg-type] - prepare reads only the modality
+    obj.prepare(None)  # type: ignore[arg-type] - prepare reads only the modality
     return model, obj
 
 
@@ -291,12 +291,12 @@ def test_region_without_positive_falls_back_to_a_noisy_copy_of_itself() -> None:
     terrain = model.modalities["terrain"]
     lonely = torch.tensor([8])
     with torch.no_grad():
-        exact = obj.positives(model, lonely, torch.Generator().manual_seed(0))
+        exact = obj.positives(lonely, torch.Generator().manual_seed(0))
         torch.testing.assert_close(exact, terrain.region_view(lonely))
         obj.options.noise = 0.5
-        noisy = obj.positives(model, lonely, torch.Generator().manual_seed(0))
+        noisy = obj.positives(lonely, torch.Generator().manual_seed(0))
         assert not torch.allclose(noisy, exact)
-        again = obj.positives(model, lonely, torch.Generator().manual_seed(0))
+        again = obj.positives(lonely, torch.Generator().manual_seed(0))
         torch.testing.assert_close(noisy, again)  # randomness only from rng
 
 
@@ -305,7 +305,7 @@ def test_one_step_trains_the_terrain_head(city: City, tmp_path: Path) -> None:
     mod.prepare(_ctx(city, tmp_path / "cache"))
     model, obj = _prepared(mod, threshold=0.9)
     assert obj.num_items() == len(city.regions) and obj.stats["pairs"] > 0
-    modules = obj.trainable(model)
+    modules = obj.trainable()
     assert modules == [mod]
     params = [p for m in modules for p in m.parameters()]
     before = [p.detach().clone() for p in params]
@@ -317,7 +317,7 @@ def test_one_step_trains_the_terrain_head(city: City, tmp_path: Path) -> None:
     assert all(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
     same = model("terrain", torch.arange(8), torch.Generator().manual_seed(1))
     assert same.item() == model("terrain", torch.arange(8), torch.Generator().manual_seed(1)).item()
-    assert obj.region_embeddings(model).shape == (len(city.regions), 16)
+    assert obj.region_embeddings().shape == (len(city.regions), 16)
 
 
 # ------------------------------------------------------------------- hooks and plan
@@ -336,8 +336,9 @@ def test_hooks_register_a_region_view_and_a_macro_objective(
     plan = plan_run(RunConfig(city=city.root, plugins=["osm", "terrain"]), city, reg)
     status = {e.objective: e.skip for e in plan.entries}
     assert status["terrain"] is None and status["global"] is None  # GLOBAL fuses terrain
-    probe = UrbanModel([], [], 8)
-    assert "terrain" in TerrainObjective().skip_reason(probe, _ctx(city, Path("unused")))
+    alone = TerrainObjective()
+    UrbanModel([], [alone], 8)
+    assert "terrain" in alone.skip_reason(city)
 
 
 def test_terrain_info_command(city_root: Path) -> None:

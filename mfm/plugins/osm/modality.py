@@ -29,13 +29,14 @@ class OsmText(Modality):
     views = frozenset({View.POI})
     anchor = True
     Options = OsmOptions
+    options: OsmOptions
 
     def __init__(self, options: OsmOptions | None = None) -> None:
         super().__init__(options)
         self.encoder: nn.Module | None = None  # the transformer, only when fine-tuning
 
     def prepare(self, ctx: Context) -> None:
-        opts: OsmOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         feats = poi_text_features(ctx.city, opts, ctx.cache, ctx.device, ctx.quiet)
         self.register_buffer("features", feats.float(), persistent=False)
         self.head = ProjectionHead(feats.shape[1], ctx.dim, inputs=feats)
@@ -76,7 +77,7 @@ class OsmText(Modality):
             width = int(mask.sum(1).max())  # trim padding shared by the whole batch
             mask = mask[:, :width]
             hidden = self.encoder(input_ids=self.input_ids[idx, :width], attention_mask=mask)
-            feats = pool(hidden.last_hidden_state, mask, self.options.pooling)  # type: ignore[attr-defined]
+            feats = pool(hidden.last_hidden_state, mask, self.options.pooling)
         emb = self.head(feats)
         return PoiView(emb, torch.ones(len(idx), dtype=torch.bool, device=emb.device))
 

@@ -80,6 +80,7 @@ class PolygonModality(Modality):
     views = frozenset({View.POI})
     order = 20  # fused after text and svi (paper Eq. 23-26)
     Options = PolygonOptions
+    options: PolygonOptions
 
     def unavailable(self, city: City) -> str | None:
         pois = city.pois
@@ -91,7 +92,7 @@ class PolygonModality(Modality):
         return None
 
     def prepare(self, ctx: Context) -> None:
-        opts: PolygonOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         city = ctx.city
         warn_random_init(opts.weights)
         key = {

@@ -75,9 +75,10 @@ class SatModality(Modality):
     layers = ("regions", "satellite")
     views = frozenset({View.REGION})
     Options = SatOptions
+    options: SatOptions
 
     def prepare(self, ctx: Context) -> None:
-        opts: SatOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         city = ctx.city
         warn_random_init(opts.weights)
         regions = city.layer("regions")[REGION_ID].astype(str)

@@ -19,12 +19,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import Tensor
 
 from mfm.core.errors import MfmError
 from mfm.core.losses import DEFAULT_TAU, info_nce
-from mfm.core.modality import Context, Objective, Options
-from mfm.core.model import UrbanModel
+from mfm.core.modality import Context, Options
+from mfm.core.objective import Objective
 from mfm.core.scales import Scale
 from mfm.plugins.sat.features import (
     mine_positive_pairs,
@@ -33,6 +33,7 @@ from mfm.plugins.sat.features import (
     scale_blocks,
     top_categories,
 )
+from mfm.plugins.sat.modality import SatModality
 
 
 class SateOptions(Options):
@@ -57,17 +58,14 @@ class SateObjective(Objective):
     name = "sate"
     scale = Scale.MACRO
     Options = SateOptions
-
-    def skip_reason(self, model: UrbanModel, ctx: Context) -> str | None:
-        if "sat" not in model.modalities:
-            return "needs the sat modality"
-        if not (ctx.city.has("regions") and ctx.city.has("satellite")):
-            return "needs regions and satellite layers in the city"
-        return None
+    options: SateOptions
+    modality = "sat"
+    layers = ("regions", "satellite")
+    encoder: SatModality
 
     def region_features(self, ctx: Context) -> tuple[np.ndarray, np.ndarray | None]:
         """F_p ``[R, 2K]`` and F_r ``[R, 2]`` (None without roads), scaled if configured."""
-        opts: SateOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         city = ctx.city
         area = city.region_area_m2()
         category, names = top_categories(city.poi_tags(), opts.categories)
@@ -96,10 +94,9 @@ class SateObjective(Objective):
             fr = None if fr is None else scale_blocks(fr, np.arange(fr.shape[1]))
         return fp, fr
 
-    def prepare(self, model: UrbanModel, ctx: Context) -> None:
-        opts: SateOptions = self.options  # type: ignore[assignment]
-        sat = model.modalities["sat"]
-        has_image = sat.has_image.cpu().numpy()
+    def prepare(self, ctx: Context) -> None:
+        opts = self.options
+        has_image = self.encoder.has_image.cpu().numpy()
         fp, fr = self.region_features(ctx)
         pairs = mine_positive_pairs(
             fp, fr, opts.threshold_poi, opts.block, opts.threshold_road, opts.max_positives
@@ -123,10 +120,10 @@ class SateObjective(Objective):
     def num_items(self) -> int:
         return len(self.items)
 
-    def positives(self, model: UrbanModel, regions: Tensor, rng: torch.Generator) -> Tensor:
+    def positives(self, regions: Tensor, rng: torch.Generator) -> Tensor:
         """Positive views ``[B, d]`` of ``regions``: the satellite view of a random mined
         partner, or of a random augmented copy of the region's own tile when it has none."""
-        sat = model.modalities["sat"]
+        sat = self.encoder
         start = self.ptr[regions]
         count = self.ptr[regions + 1] - start
         u = torch.rand(len(regions), generator=rng)
@@ -138,19 +135,16 @@ class SateObjective(Objective):
         pos = sat.region_view(partner)
         return torch.where(has_pos.to(pos.device)[:, None], pos, sat.augmented_view(regions, aug))
 
-    def loss(self, model: UrbanModel, idx: Tensor, rng: torch.Generator) -> Tensor:
+    def loss(self, idx: Tensor, rng: torch.Generator) -> Tensor:
         regions = self.items[idx]
-        anchor = model.modalities["sat"].region_view(regions)
-        positive = self.positives(model, regions, rng)
-        return info_nce(anchor, positive, self.options.tau)  # type: ignore[attr-defined]
-
-    def trainable(self, model: UrbanModel) -> list[nn.Module]:
-        return [model.modalities["sat"]]
+        anchor = self.encoder.region_view(regions)
+        positive = self.positives(regions, rng)
+        return info_nce(anchor, positive, self.options.tau)
 
     @torch.no_grad()
-    def region_embeddings(self, model: UrbanModel) -> Tensor:
+    def region_embeddings(self) -> Tensor:
         """Satellite views of every region (a later GLOBAL stage's embeddings take priority)."""
-        sat = model.modalities["sat"]
+        sat = self.encoder
         n = len(sat.features)
         return torch.cat(
             [sat.region_view(torch.arange(s, min(s + 4096, n))) for s in range(0, n, 4096)]

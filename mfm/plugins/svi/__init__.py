@@ -3,6 +3,7 @@
 from mfm.core.hookspecs import hookimpl
 from mfm.plugins.svi.modality import SviModality
 from mfm.plugins.svi.objective import SviObjective
+from mfm.plugins.svi.scene import MeanScene, NoScene
 
 
 @hookimpl
@@ -13,3 +14,9 @@ def register_modalities(register):
 @hookimpl
 def register_objectives(register):
     register(SviObjective)
+
+
+@hookimpl
+def register_scene_encoders(register):
+    register(MeanScene)
+    register(NoScene)

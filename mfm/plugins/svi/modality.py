@@ -5,10 +5,11 @@ Each group ``sv`` has images east, south, west and north; a frozen ResNet18 enco
 (cached ``[G, 4, 512]``, order E, S, W, N) and one trainable projection head, shared by
 the directions, maps them to width ``d``.
 
-The scene embedding E_scene of Eq. 8 comes from a registered scene encoder
-(:mod:`mfm.plugins.svi.scene`). The paper's is LLaMA2 captions of the image features,
-encoded as text; the offline default ``scene = "mean"`` stands in for it with the mean
-of the group's four projected views, and ``"none"`` drops it.
+The scene embedding E_scene of Eq. 8 comes from a scene encoder registered through the
+``register_scene_encoders`` hook (built-ins in :mod:`mfm.plugins.svi.scene`). The paper's
+is LLaMA2 captions of the image features, encoded as text; the offline default
+``scene = "mean"`` stands in for it with the mean of the group's four projected views,
+and ``"none"`` drops it.
 
 The POI view (Eq. 10-14): for each POI, the groups within ``max_dist`` metres (nearest
 ``max_groups``); per group the *anchor* image is the direction facing the POI from the
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import Tensor, nn
 
 from mfm.core.cache import files_signature
@@ -39,7 +40,7 @@ from mfm.core.graphs import radius_neighbours
 from mfm.core.heads import ProjectionHead
 from mfm.core.losses import DEFAULT_TAU
 from mfm.core.modality import Context, Modality, Options, PoiView, View
-from mfm.plugins.svi.scene import SCENE_ENCODERS, build_scene_encoder
+from mfm.core.scene import build_scene_encoder
 
 N_DIRECTIONS = len(SVI_DIRECTIONS)  # E, S, W, N
 _SECTOR_TO_DIRECTION = np.array([0, 3, 2, 1])  # angle sectors E, N, W, S -> indices in E,S,W,N
@@ -55,13 +56,6 @@ class SviOptions(Options):
     max_dist: float = Field(1000.0, gt=0, description="metres from a POI to its groups")
     max_groups: int = Field(8, ge=1, description="nearest groups kept per POI")
     tau: float = Field(DEFAULT_TAU, gt=0, description="attention temperature (Eq. 13)")
-
-    @field_validator("scene")
-    @classmethod
-    def _known_scene(cls, value: str) -> str:
-        if value not in SCENE_ENCODERS:
-            raise ValueError(f"unknown scene encoder; choose one of {sorted(SCENE_ENCODERS)}")
-        return value
 
 
 def facing_direction(from_xy: np.ndarray, to_xy: np.ndarray) -> np.ndarray:
@@ -145,9 +139,10 @@ class SviModality(Modality):
     views = frozenset({View.POI})
     order = 10  # fused right after text (paper Eq. 23-25)
     Options = SviOptions
+    options: SviOptions
 
     def prepare(self, ctx: Context) -> None:
-        opts: SviOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         city = ctx.city
         warn_random_init(opts.weights)
         svi = city.layer("svi")
@@ -183,7 +178,7 @@ class SviModality(Modality):
         self.register_buffer("poi_mask", links.mask, persistent=False)
         self.head = ProjectionHead(feats.shape[-1], ctx.dim, inputs=feats)
         self.gate = nn.Linear(2 * ctx.dim, 2)
-        self.scene = build_scene_encoder(opts.scene)
+        self.scene = build_scene_encoder(opts.scene, ctx.scene_encoders)
         self.scene.prepare(ctx, feats, ctx.dim)
 
     @property
@@ -207,7 +202,7 @@ class SviModality(Modality):
 
     def poi_view(self, idx: Tensor, query: Tensor | None = None) -> PoiView:
         """E_v of POIs ``idx`` (Eq. 11-14); mask: the POI has a group within ``max_dist``."""
-        opts: SviOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         idx = idx.to(self.features.device)
         group, mask = self.poi_group[idx], self.poi_mask[idx]
         direction = self.poi_direction[idx]

@@ -18,10 +18,10 @@ from torch import Tensor, nn
 
 from mfm.core.errors import MfmError
 from mfm.core.losses import DEFAULT_TAU
-from mfm.core.modality import Context, Objective, Options
-from mfm.core.model import UrbanModel
+from mfm.core.modality import Context, Options
+from mfm.core.objective import Objective
 from mfm.core.scales import Scale
-from mfm.plugins.svi.modality import N_DIRECTIONS
+from mfm.plugins.svi.modality import N_DIRECTIONS, SviModality
 
 
 def info_nce_multi(
@@ -86,16 +86,13 @@ class SviObjective(Objective):
     name = "svi"
     scale = Scale.MICRO
     Options = SviLossOptions
+    options: SviLossOptions
+    modality = "svi"
+    layers = ("svi",)
+    encoder: SviModality
 
-    def skip_reason(self, model: UrbanModel, ctx: Context) -> str | None:
-        if "svi" not in model.modalities:
-            return "needs the svi modality"
-        if not ctx.city.has("svi"):
-            return "needs an svi layer in the city"
-        return None
-
-    def prepare(self, model: UrbanModel, ctx: Context) -> None:
-        n = model.modalities["svi"].num_groups
+    def prepare(self, ctx: Context) -> None:
+        n = self.encoder.num_groups
         if n < 2:
             raise MfmError(
                 f"L_svi: the city has {n} street-view group(s), it needs 2+ for negatives; "
@@ -110,8 +107,8 @@ class SviObjective(Objective):
         """Every image of the batch but the anchor itself."""
         return batch * N_DIRECTIONS - 1
 
-    def loss(self, model: UrbanModel, idx: Tensor, rng: torch.Generator) -> Tensor:
-        svi = model.modalities["svi"]
+    def loss(self, idx: Tensor, rng: torch.Generator) -> Tensor:
+        svi = self.encoder
         b = len(idx)
         alpha, beta = sample_directions(b, rng)
         views = svi.group_views(idx)  # [B, 4, d]
@@ -130,10 +127,9 @@ class SviObjective(Objective):
             candidates,
             rows * N_DIRECTIONS + beta,
             mask,
-            self.options.tau,  # type: ignore[attr-defined]
+            self.options.tau,
         )
 
-    def trainable(self, model: UrbanModel) -> list[nn.Module]:
+    def trainable(self) -> list[nn.Module]:
         """The image head and scene encoder; the Eq. 12 gate trains in LOCAL and GLOBAL."""
-        svi = model.modalities["svi"]
-        return [svi.head, svi.scene]
+        return [self.encoder.head, self.encoder.scene]

@@ -50,9 +50,10 @@ class TrajectoryModality(Modality):
     layers = ("trajectories", "regions")
     views = frozenset({View.REGION})
     Options = TrajectoryOptions
+    options: TrajectoryOptions
 
     def prepare(self, ctx: Context) -> None:
-        opts: TrajectoryOptions = self.options  # type: ignore[assignment]
+        opts = self.options
         city = ctx.city
         trajectories, regions = city.layer("trajectories"), city.layer("regions")
         key = {
