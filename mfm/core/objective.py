@@ -61,6 +61,10 @@ class Objective(nn.Module, ABC):
             return f"needs a {missing[0]} layer in the city"
         return None
 
+    def stats(self) -> dict[str, object]:
+        """What ``prepare`` found (e.g. mined pairs), written to the run manifest."""
+        return {}
+
     def plan_note(self, city: City) -> str | None:
         """How it runs, for the run plan (e.g. which variant and why), or None."""
         return None

@@ -267,6 +267,7 @@ def run(
                 for e in plan.entries
             ],
             "stages": [r.__dict__ for r in history],
+            "objective_stats": {o.name: o.stats() for o in objectives if o.stats()},
             "device": {
                 "type": rt.device.type,
                 "world_size": rt.world,

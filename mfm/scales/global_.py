@@ -49,6 +49,7 @@ from mfm.core.losses import DEFAULT_TAU, info_nce
 from mfm.core.modality import Context, Options
 from mfm.core.objective import Objective
 from mfm.core.scales import Scale
+from mfm.scales.augment import feature_dropout
 from mfm.scales.fusion import AttentiveFusion, GatedFusion, fold_views
 from mfm.scales.graph_encoder import GraphEncoder, inverse_distance_weights, star_graphs
 
@@ -261,15 +262,10 @@ class GlobalObjective(Objective):
             x_g = self._node_views(flat, micro, rng, opts.subsample)[keep_g[mask].to(device)]
             x_pos = self._node_views(flat, micro, rng, opts.subsample)[keep_pos[mask].to(device)]
             if self.variant == "macro/macro":
-                x_g = self._feature_drop(x_g, rng)
-                x_pos = self._feature_drop(x_pos, rng)
+                x_g = feature_dropout(x_g, opts.feature_drop, rng)
+                x_pos = feature_dropout(x_pos, opts.feature_drop, rng)
             g, g_pos = star_graphs(mask & keep_g, weight), star_graphs(mask & keep_pos, weight)
         return info_nce(self.gat(x_g, g.to(device)), self.gat(x_pos, g_pos.to(device)), opts.tau)
-
-    def _feature_drop(self, x: Tensor, rng: torch.Generator) -> Tensor:
-        p = self.options.feature_drop
-        keep = (torch.rand(x.shape, generator=rng) >= p).to(x.device, x.dtype)
-        return x * keep / (1 - p)
 
     def trainable(self) -> list[nn.Module]:
         mods: list[nn.Module] = [self.gat, self.size]

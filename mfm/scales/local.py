@@ -7,6 +7,12 @@ POI's other available views (polygon, street view, any third-party POI view), pi
 at random, and drops neighbour nodes with probability ``drop_prob``. Both go through
 the same GAT (Eq. 5) and InfoNCE pulls ``E_G`` and ``E_G+`` together (Eq. 16).
 
+With text as the only POI view (a bundle without footprints or street view) there is
+nothing to swap in; rather than skip the scale, both graphs then carry the text views
+through independent feature dropout (``feature_drop``, as SimCSE does for sentences)
+and ``G+`` drops neighbours as above, so the GAT still learns each POI's neighbourhood.
+The run plan names the variant.
+
 This module is also the plugin that registers the objective (always on; skipped when
 the POI views are missing).
 """
@@ -29,6 +35,7 @@ from mfm.core.losses import DEFAULT_TAU, info_nce
 from mfm.core.modality import Context, Modality, Options
 from mfm.core.objective import Objective
 from mfm.core.scales import Scale
+from mfm.scales.augment import feature_dropout
 from mfm.scales.graph_encoder import GraphEncoder, inverse_distance_weights, star_graphs
 
 
@@ -38,6 +45,7 @@ class LocalOptions(Options):
     max_dist: float = Field(1000.0, gt=0, description="neighbour radius in metres (Eq. 15)")
     max_neighbours: int = Field(8, ge=1, description="nearest neighbours kept per POI")
     drop_prob: float = Field(0.1, ge=0, lt=1, description="neighbour drop rate in G+")
+    feature_drop: float = Field(0.2, ge=0, lt=1, description="text-only runs: feature dropout")
     tau: float = Field(DEFAULT_TAU, gt=0)
     heads: int = Field(2, ge=1, description="GAT attention heads")
     layers: int = Field(1, ge=1, description="GAT layers")
@@ -57,9 +65,12 @@ class LocalObjective(Objective):
         anchor = self.views.anchor
         if anchor is None:
             return "needs the POI text view to anchor the graphs: add osm"
-        if len(self.views.poi) < 2:
-            return f"only text ({anchor.name}) is there; add polygon or svi"
         return None
+
+    def plan_note(self, city: City) -> str:
+        if len(self.views.poi) < 2:
+            return "text/text (text is the only POI view: dropout copies are positives)"
+        return "text/multi-view"
 
     def prepare(self, ctx: Context) -> None:
         opts = self.options
@@ -95,18 +106,24 @@ class LocalObjective(Objective):
         anchor = self._anchor()
         text = views[anchor.name].emb
         others = [v for name, v in views.items() if name != anchor.name]
+        inv_d = inv.to(device)
+        g = star_graphs(mask, weight).to(device)
+        g_pos = star_graphs(mask & keep, weight).to(device)
+        if not others:  # text/text: two dropout copies of the text graph
+            x_g = feature_dropout(text[inv_d], self.options.feature_drop, rng)
+            x_pos = feature_dropout(text[inv_d], self.options.feature_drop, rng)[
+                keep[mask].to(device)
+            ]
+            return info_nce(self.gat(x_g, g), self.gat(x_pos, g_pos), opts.tau)
 
         # G+: per node (not per POI: a POI in two graphs may pick differently), one of
         # that POI's other available views, uniformly; text where it has none.
-        inv_d = inv.to(device)
         avail = torch.stack([v.mask for v in others], 1)[inv_d]  # [n_nodes, V]
         score = torch.rand(avail.shape, generator=rng).to(device).masked_fill(~avail, -1.0)
         stacked = torch.stack([v.emb for v in others], 1)  # [U, V, d]
         pos = stacked[inv_d, score.argmax(1)]
         x_pos = torch.where(avail.any(1, keepdim=True), pos, text[inv_d])
 
-        g = star_graphs(mask, weight).to(device)
-        g_pos = star_graphs(mask & keep, weight).to(device)
         x_pos = x_pos[keep[mask].to(device)]
         e_g = self.gat(text[inv_d], g)
         e_pos = self.gat(x_pos, g_pos)

@@ -275,3 +275,16 @@ def test_sate_step_trains_the_sat_head(sate):
     assert all(not torch.equal(a, b) for a, b in zip(before, params, strict=True))
     emb = obj.region_embeddings()
     assert emb.shape == (len(model.modalities["sat"].features), 16)
+
+
+def test_sate_reports_its_pairs_and_warns_when_most_fall_back(sate, capsys):
+    ctx, sat, obj, _model = sate
+    stats = obj.stats()
+    assert stats["regions"] == len(ctx.city.regions) and stats["pairs"] >= 0
+    assert 0 <= stats["with_positive"] <= stats["regions"]
+    strict = SateObjective(SateObjective.Options(threshold_poi=1.0, threshold_road=1.0))
+    UrbanModel([sat], [strict], 16)
+    strict.prepare(ctx)
+    err = capsys.readouterr().err
+    assert strict.stats()["with_positive"] < stats["regions"] / 2
+    assert "L_sate found positives for" in err and "threshold_poi" in err

@@ -128,7 +128,7 @@ def _skip(mods, city):
 
 
 def test_skip_reasons(ctx):
-    assert _skip([OsmText()], ctx.city) == "only text (osm) is there; add polygon or svi"
+    assert _skip([OsmText()], ctx.city) is None  # text/text: dropout copies
     assert "add osm" in _skip([FakePoiView()], ctx.city)
     assert "add osm" in _skip([], None)
     assert _skip([OsmText(), FakePoiView()], ctx.city) is None
@@ -140,3 +140,16 @@ def test_registered_as_an_always_on_objective_plugin(monkeypatch):
     info = reg.plugins["scale-local"]
     assert info.objectives == {"local": LocalObjective} and not info.is_modality_plugin
     assert info in reg.select([])
+
+
+def test_text_only_runs_on_dropout_copies(ctx, text):
+    obj = LocalObjective()
+    model = UrbanModel([fresh_text(ctx, text)], [obj], ctx.dim)
+    assert obj.skip_reason(ctx.city) is None and "text/text" in obj.plan_note(ctx.city)
+    obj.prepare(ctx)
+    idx = torch.arange(32)
+    a = model("local", idx, torch.Generator().manual_seed(0))
+    b = model("local", idx, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and 0 < float(a.detach()) < np.log(32) + 1
+    a.backward()
+    assert all(p.grad is not None for p in obj.gat.parameters())

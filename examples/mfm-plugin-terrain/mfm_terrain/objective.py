@@ -107,11 +107,15 @@ class TerrainObjective(Objective):
         self.items = torch.as_tensor(items, dtype=torch.long)
         self.ptr = torch.as_tensor(np.r_[0, np.cumsum(counts)], dtype=torch.long)
         self.members = torch.as_tensor(items[pairs[:, 1]], dtype=torch.long)
-        self.stats = {
+        self.pair_stats = {
             "regions": len(items),
             "pairs": len(pairs),
             "with_positive": int((counts > 0).sum()),
         }
+
+    def stats(self) -> dict[str, object]:
+        """Mined pairs, for the run manifest."""
+        return dict(self.pair_stats)
 
     def num_items(self) -> int:
         return len(self.items)

@@ -304,7 +304,7 @@ def test_one_step_trains_the_terrain_head(city: City, tmp_path: Path) -> None:
     mod = TerrainModality()
     mod.prepare(_ctx(city, tmp_path / "cache"))
     model, obj = _prepared(mod, threshold=0.9)
-    assert obj.num_items() == len(city.regions) and obj.stats["pairs"] > 0
+    assert obj.num_items() == len(city.regions) and obj.stats()["pairs"] > 0
     modules = obj.trainable()
     assert modules == [mod]
     params = [p for m in modules for p in m.parameters()]

@@ -25,6 +25,7 @@ from mfm.core.errors import MfmError
 from mfm.core.losses import DEFAULT_TAU, info_nce
 from mfm.core.modality import Context, Options
 from mfm.core.objective import Objective
+from mfm.core.progress import log
 from mfm.core.scales import Scale
 from mfm.plugins.sat.features import (
     mine_positive_pairs,
@@ -106,16 +107,26 @@ class SateObjective(Objective):
         self.ptr = torch.as_tensor(np.r_[0, np.cumsum(counts)], dtype=torch.long)
         self.members = torch.as_tensor(pairs[:, 1].copy(), dtype=torch.long)
         self.items = torch.as_tensor(np.flatnonzero(has_image), dtype=torch.long)
-        self.stats = {
+        self.pair_stats = {
             "regions": len(self.items),
             "pairs": len(pairs),
             "with_positive": int((counts[has_image] > 0).sum()),
         }
+        if self.pair_stats["with_positive"] < len(self.items) / 2:
+            log(
+                f"warning: L_sate found positives for {self.pair_stats['with_positive']} of "
+                f"{len(self.items)} regions; the others contrast augmented copies of their own "
+                "tile (lower [objective.sate] threshold_poi / threshold_road to mine more)"
+            )
         if len(self.items) < 2:
             raise MfmError(
                 f"L_sate: only {len(self.items)} regions have a satellite tile; add tiles to "
                 "the satellite layer or drop the sat plugin"
             )
+
+    def stats(self) -> dict[str, object]:
+        """Regions with a tile, mined pairs, and regions with at least one positive."""
+        return dict(self.pair_stats)
 
     def num_items(self) -> int:
         return len(self.items)
