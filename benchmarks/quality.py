@@ -65,14 +65,17 @@ def code_version() -> str:
     return tree[:12] + ("+dirty" if dirty else "")
 
 
-def trained_run(name: str, epochs: int | None, seed: int) -> Path:
-    """A finished run of the default model on city ``name`` (trained once, then reused)."""
+def trained_run(
+    name: str, epochs: int | None, seed: int, overrides: dict[str, Any] | None = None
+) -> Path:
+    """A finished run of the default model (with config ``overrides``) on city ``name``
+    (trained once, then reused)."""
     from mfm.core.cache import default_cache_dir
     from mfm.core.config import make_config
     from mfm.core.pipeline import run
 
     city = city_path(name)
-    config = make_config(city=city, epochs=epochs, seed=seed, quiet=True)
+    config = make_config(city=city, epochs=epochs, seed=seed, quiet=True, **(overrides or {}))
     state = {"config": config.model_dump(mode="json"), "code": code_version()}
     key = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()[:12]
     out = default_cache_dir() / "quality" / f"{name}-{key}"
@@ -98,6 +101,10 @@ def main() -> None:
     parser.add_argument("--splits", default="random,spatial")
     parser.add_argument("--seed", type=int, default=0, help="training seed")
     parser.add_argument("--print", action="store_true", help="print the last table, run nothing")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="a config override"
+    )
+    parser.add_argument("--tag", default=None, help="write results/quality-<tag>.json instead")
     args = parser.parse_args()
     if args.print:
         print(markdown(merged([])))
@@ -107,7 +114,7 @@ def main() -> None:
 
     rows: list[dict[str, Any]] = []
     for name in args.cities.split(","):
-        run_dir = trained_run(name, args.epochs, args.seed)
+        run_dir = trained_run(name, args.epochs, args.seed, overrides(args.set))
         manifest = json.loads((run_dir / "manifest.json").read_text())
         for task in list_tasks(run_dir):
             for probe in args.probes.split(","):
@@ -135,16 +142,29 @@ def main() -> None:
                         flush=True,
                     )
         # after every city, so that a failure later keeps what was measured
-        out = {"machine": machine(), "args": vars(args), "rows": merged(rows)}
-        path = write_result("quality", out)
+        result = "quality" if args.tag is None else f"quality-{args.tag}"
+        out = {"machine": machine(), "args": vars(args), "rows": merged(rows, result)}
+        path = write_result(result, out)
     print(markdown(rows))
     print(f"wrote {path}")
 
 
-def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Earlier rows of ``quality.json`` for other cities, then ``rows`` (so that cities can
+def overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["earlier_lr=1.0"]`` -> ``{"earlier_lr": 1.0}`` (values parsed as JSON if they can be)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out
+
+
+def merged(rows: list[dict[str, Any]], result: str = "quality") -> list[dict[str, Any]]:
+    """Earlier rows of ``<result>.json`` for other cities, then ``rows`` (so that cities can
     be benchmarked in separate invocations, e.g. with other ``--epochs``)."""
-    path = Path(__file__).resolve().parent / "results" / "quality.json"
+    path = Path(__file__).resolve().parent / "results" / f"{result}.json"
     done = {r["city"] for r in rows}
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
     return [r for r in old if r["city"] not in done] + rows

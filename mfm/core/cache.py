@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from mfm.core.atomic import atomic_path
+
 CACHE_ENV = "MFM_CACHE"
 
 
@@ -65,7 +67,6 @@ class FeatureCache:
         tensors = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
         if self.enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp-{os.getpid()}")
-            save_file(tensors, tmp, metadata={"key": json.dumps(parts, default=str)})
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:
+                save_file(tensors, tmp, metadata={"key": json.dumps(parts, default=str)})
         return tensors

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
-import os
 from pathlib import Path
 
 import geopandas as gpd
@@ -12,6 +10,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mfm.core import atomic
 from mfm.core.constants import EMBEDDING
 
 
@@ -42,10 +41,9 @@ def write_embeddings(
     emb: np.ndarray,
     extra: dict[str, np.ndarray] | None = None,
 ) -> Path:
-    """Write atomically: a temporary name first, then rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    pq.write_table(embeddings_table(frame, emb, extra), tmp)
-    os.replace(tmp, path)
+    """Write the GeoParquet table atomically."""
+    with atomic.atomic_path(path) as tmp:
+        pq.write_table(embeddings_table(frame, emb, extra), tmp)
     return path
 
 
@@ -56,9 +54,4 @@ def read_embeddings(path: Path) -> tuple[gpd.GeoDataFrame, np.ndarray]:
     return frame, emb
 
 
-def write_json(path: Path, data: object) -> Path:
-    """Write JSON atomically."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+write_json = atomic.write_json  # re-exported: eval and cities write JSON through it

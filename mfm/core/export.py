@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mfm.core.atomic import atomic_path
 from mfm.core.city import City
 from mfm.core.graphs import region_mean
 from mfm.core.modality import Modality, View
@@ -117,7 +117,6 @@ def raw_features(model: UrbanModel, city: City) -> tuple[np.ndarray | None, np.n
 
 def write_baselines(path: Path, arrays: dict[str, np.ndarray | None]) -> Path:
     """Write the defined arrays into ``path`` (``.npz``) atomically."""
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **{k: v.astype(np.float32) for k, v in arrays.items() if v is not None})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp, tmp.open("wb") as f:
+        np.savez(f, **{k: v.astype(np.float32) for k, v in arrays.items() if v is not None})
     return path

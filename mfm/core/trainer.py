@@ -19,6 +19,7 @@ import torch.distributed as dist
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from mfm.core.atomic import atomic_path, write_text
 from mfm.core.errors import MfmError
 from mfm.core.modality import is_frozen
 from mfm.core.model import UrbanModel
@@ -368,13 +369,10 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict, stem: Path) -> No
     A kill at any moment leaves a JSON that names a complete weights file.
     """
     weights = stem.parent / f"{stem.name}-s{meta['stage_index']}-e{meta['epoch']}.safetensors"
-    tmp = Path(f"{weights}.tmp")
-    save_file(tensors, tmp)
-    os.replace(tmp, weights)
+    with atomic_path(weights) as tmp:
+        save_file(tensors, tmp)
     info = stem.with_suffix(".json")
     old = json.loads(info.read_text()).get("weights") if info.exists() else None
-    tmp_info = Path(f"{info}.tmp")
-    tmp_info.write_text(json.dumps(meta | {"weights": weights.name}, indent=1))
-    os.replace(tmp_info, info)
+    write_text(info, json.dumps(meta | {"weights": weights.name}, indent=1))
     if old and old != weights.name:
         (stem.parent / old).unlink(missing_ok=True)

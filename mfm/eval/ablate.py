@@ -12,13 +12,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mfm.core.atomic import write_text
 from mfm.core.cache import default_cache_dir
 from mfm.core.city import City
 from mfm.core.config import RunConfig, make_config
@@ -443,19 +443,13 @@ def csv_text(table: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_table(table: dict[str, Any], out_dir: Path | str) -> None:
     """Write ``ablation.md``, ``.csv``, ``.png`` and ``.json`` atomically into ``out_dir``."""
     from mfm.eval.plots import ablation_bars
 
     out_dir = Path(out_dir)
-    _write_text(out_dir / "ablation.md", markdown(table))
-    _write_text(out_dir / "ablation.csv", csv_text(table))
+    write_text(out_dir / "ablation.md", markdown(table))
+    write_text(out_dir / "ablation.csv", csv_text(table))
     groups = [(t["name"], _label(t["metrics"][0])) for t in table["tasks"]]
     bars = []
     for row in table["rows"]:

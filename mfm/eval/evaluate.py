@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import pandas as pd
 from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from threadpoolctl import threadpool_limits
 
+from mfm.core.atomic import write_text
 from mfm.core.cache import FeatureCache, default_cache_dir
 from mfm.core.city import City, LabelSpec
 from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION_ID, RUN_MANIFEST
@@ -471,8 +471,5 @@ def write_eval(run_dir: Path | str, result: dict[str, Any]) -> tuple[Path, Path]
     out.mkdir(parents=True, exist_ok=True)
     stem = re.sub(r"[^A-Za-z0-9_.-]", "_", str(result["task"])).lstrip(".") or "task"
     json_path = write_json(out / f"{stem}.json", result)
-    md_path = out / f"{stem}.md"
-    tmp = md_path.with_name(f".{md_path.name}.tmp-{os.getpid()}")
-    tmp.write_text(markdown_table(result))
-    os.replace(tmp, md_path)
+    md_path = write_text(out / f"{stem}.md", markdown_table(result))
     return json_path, md_path

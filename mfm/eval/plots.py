@@ -8,7 +8,6 @@ alone. Every function takes arrays / frames, draws one figure and writes it with
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,8 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import Colormap, Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
+
+from mfm.core.atomic import atomic_path
 
 DPI = 110
 STYLE: dict[str, Any] = {
@@ -39,12 +40,8 @@ def save_figure(fig: Figure, path: Path | str) -> Path:
     """Save ``fig`` as PNG atomically (temporary name, then rename) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight", facecolor="white")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

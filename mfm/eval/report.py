@@ -13,7 +13,6 @@ import base64
 import csv
 import html
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold, KFold
 
+from mfm.core.atomic import write_text
 from mfm.core.city import City
 from mfm.core.constants import POI_EMBEDDINGS, REGION_EMBEDDINGS, REGION_ID
 from mfm.core.embed import read_embeddings
@@ -89,13 +89,6 @@ tr.failed td { color: #a40e26; }
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _write_text(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def _img(path: Path, alt: str, caption: str = "", cls: str = "") -> str:
@@ -559,4 +552,4 @@ def report(
         f"<style>{CSS}</style></head><body>{_header(manifest, city)}"
         f"<main>{''.join(sections)}</main></body></html>\n"
     )
-    return _write_text(out / "index.html", page)
+    return write_text(out / "index.html", page)

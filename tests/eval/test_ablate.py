@@ -124,7 +124,8 @@ def test_plan_variants_drop(tiny_city):
     assert [v.name for v in plugins] == ["full", "no-osm", "no-svi", "no-sat"]
     assert plugins[2].plugins == ["osm", "sat"]
     scales = plan_variants(city, "scales", None, ["osm", "svi"], config)
-    assert [v.name for v in scales] == ["full", "no-micro", "no-local"]  # only slots that train
+    # only slots that train: GLOBAL runs micro/micro without a macro view
+    assert [v.name for v in scales] == ["full", "no-micro", "no-local", "no-global"]
     assert [s.label for s in scales[1].scales] == ["local", "macro", "global"]
     every = plan_variants(city, "plugins", None, None, config)
     assert every[0].plugins and set(every[0].plugins) >= {"osm", "svi"}
