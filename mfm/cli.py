@@ -20,6 +20,24 @@ city_app = typer.Typer(help="Make and check City bundles.", no_args_is_help=True
 app.add_typer(city_app, name="city")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from mfm import __version__
+
+        typer.echo(f"mfm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version"),
+    ] = False,
+) -> None:
+    """UrbanMFM: multimodal, multiscale urban representation learning."""
+
+
 @app.command()
 def run(
     city: Annotated[Path | None, typer.Option(help="City bundle (default: synthetic)")] = None,
@@ -429,7 +447,7 @@ def main() -> None:
     try:
         from mfm.core.plugins import load_registry, register_commands
 
-        if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h"):
+        if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h", "--version"):
             register_commands(load_registry(require=()), app)
         app()
     except MfmError as exc:

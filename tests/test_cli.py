@@ -152,3 +152,16 @@ def test_eval_json_schema_on_a_run(tiny_city, tmp_path):
     assert (out / "eval" / "population.json").exists() and (out / "eval" / "population.md").exists()
     bad = mfm("eval", out, "--task", "nosuch")
     assert bad.returncode == 2 and "population" in bad.stderr
+
+
+def test_version_is_printed_without_loading_plugins():
+    from mfm import __version__
+
+    r = mfm("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"mfm {__version__}"
+
+
+def test_out_under_a_file_is_one_error_line(tiny_city, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    r = mfm("run", "--city", tiny_city, "--out", tmp_path / "file" / "run", "--epochs", "1")
+    assert_one_line_error(r, "cannot create --out", "file")

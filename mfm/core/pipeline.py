@@ -158,7 +158,12 @@ def run(
     if (out / RUN_MANIFEST).exists() and not resume:
         raise MfmError(f"{out} already holds a finished run; pass a new --out or --resume")
     if rt.is_main:
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # e.g. a file where a folder should be
+            raise MfmError(
+                f"cannot create --out {out}: {exc.strerror}; pass another --out"
+            ) from None
     quiet = config.quiet or not rt.is_main
     plan = plan_run(config, city, registry)
     if rt.is_main:
