@@ -5,8 +5,9 @@ polygons, nearest ``max_neighbours`` by centroid distance), edges weighted by in
 centroid distance. A node carries the region's *macro* representation (the region views:
 satellite, trajectories, fused by gated fusion) or its *micro* one: the mean over the
 region's POIs (at most ``max_pois_per_region`` sampled per step) of the POI views folded
-by RMHA + gated fusion (Eq. 23-26), plus a learned encoding of how many POIs the region
-holds (a mean forgets it; it is the strongest single signal of density). Both graphs go
+by RMHA + gated fusion (Eq. 23-26), plus a learned code of the region's size: its POI
+count, area and POI density (a mean forgets them; they are the first-order signal of
+population). Both graphs go
 through the same GAT and InfoNCE aligns their centres (Eq. 27).
 
 Which nodes carry which view (three variants; the run plan says which runs and why):
@@ -98,6 +99,17 @@ def _segments(count: Tensor) -> tuple[Tensor, Tensor]:
     return seg, torch.arange(int(count.sum())) - first
 
 
+def _size_inputs(counts: Tensor, area_m2: np.ndarray) -> Tensor:
+    """Per region ``[R, 3]``: log(1 + POIs), log area, log(1 + POIs per km2), each
+    standardized over the city's regions (what a mean of POI views cannot say)."""
+    n = counts.double().numpy()
+    area = np.maximum(np.asarray(area_m2, dtype=np.float64), 1.0)
+    x = np.stack([np.log1p(n), np.log(area), np.log1p(n / area * 1e6)], axis=1)
+    std = x.std(axis=0)
+    x = (x - x.mean(axis=0)) / np.where(std > 1e-9, std, 1.0)
+    return torch.as_tensor(x, dtype=torch.float32)
+
+
 class GlobalObjective(Objective):
     """Items are regions; a batch contrasts each region's star graph with its swapped twin."""
 
@@ -152,10 +164,9 @@ class GlobalObjective(Objective):
                 f"L_global: only {len(self.items)} region(s) have a view; it needs 2 or more "
                 "(use finer regions or drop the global scale with --scales)"
             )
-        log_n = torch.log1p(self.counts.double())
-        self.size_stats = (float(log_n.mean()), float(log_n.std().clamp_min(1e-6)))
+        self.size_inputs = _size_inputs(self.counts, ctx.city.region_area_m2())
         self.gat = GraphEncoder(ctx.dim, opts.heads, opts.layers, opts.conv)
-        self.size = nn.Linear(1, ctx.dim)
+        self.size = nn.Linear(self.size_inputs.shape[1], ctx.dim)
         self.poi_fusion = nn.ModuleDict(
             {
                 m.name: AttentiveFusion(ctx.dim, opts.rmha_heads, opts.rmha_layers)
@@ -189,7 +200,7 @@ class GlobalObjective(Objective):
     ) -> Tensor:
         """``E_micro`` ``[R, d]`` (Eq. 26): the mean of ``E_j`` over a random ``share`` of the
         region's POIs (at most ``max_pois_per_region``; all of them when ``rng`` is None),
-        plus the encoding of the region's POI count."""
+        plus the code of the region's size (POI count, area, POI density)."""
         regions = regions.cpu()
         count = self.counts[regions]
         seg, offset = _segments(count)
@@ -207,9 +218,8 @@ class GlobalObjective(Objective):
         total = torch.zeros(len(regions), emb.shape[1], device=emb.device, dtype=emb.dtype)
         total = total.index_add(0, seg_d, emb * w)
         n = torch.zeros(len(regions), 1, device=emb.device, dtype=emb.dtype).index_add(0, seg_d, w)
-        mean, std = self.size_stats
-        z = ((torch.log1p(count.double()) - mean) / std).to(emb.device, emb.dtype)
-        return total / n.clamp_min(1) + self.size(z[:, None])
+        size = self.size(self.size_inputs[regions].to(emb.device, emb.dtype))
+        return total / n.clamp_min(1) + size
 
     # -- graphs --------------------------------------------------------------------------
     def _graph_nodes(self, regions: Tensor) -> tuple[Tensor, Tensor, Tensor]:
