@@ -2,6 +2,17 @@
 
 :func:`validate_city` lists every problem found; :class:`~mfm.core.city.City` loads a
 bundle only after it passes, so nothing downstream reads an unchecked layer.
+
+Besides types and columns it rejects input that parses but is wrong:
+
+- coordinates outside the area of use of the bundle ``crs`` (with AREA_MARGIN_DEG), or far
+  from the rest of the city (beyond max(FAR_KM, FAR_SPREAD x the median distance of the POIs
+  from their median point)); when swapping x and y would fix it, the message says that
+  latitude and longitude look swapped;
+- image files that do not decode (checked cheaply: PNG chunk CRCs, JPEG end marker, and a
+  full decode only for anything else or anything suspicious);
+- degenerate layers: no trajectory with two points, only zero-area regions, only
+  zero-length roads, every POI at one point.
 """
 
 from __future__ import annotations
@@ -44,6 +55,25 @@ __all__ = ["LabelSpec", "Problem", "check_image", "validate_city"]
 
 ROW_CAP = 20
 """Row-level problems reported per file, column and rule before one summary line."""
+
+AREA_MARGIN_DEG = 2.0
+"""Degrees a layer may reach past its crs's area of use. A UTM zone is still accurate to
+about 0.2 % 3 degrees past its edge, and a city near the equator may use the northern zone;
+a swapped or wrong CRS is off by far more (Berlin swapped: 34 degrees)."""
+
+FAR_KM = 50.0
+"""A point closer than this to the city's median point is never "far" (a city's airport,
+outlying suburbs and tiny bundles with all POIs in one block stay valid)."""
+
+FAR_SPREAD = 10.0
+"""A point is far when beyond FAR_SPREAD x the median distance of the POIs (or, when larger,
+of its own layer) from the POIs' median point, and beyond FAR_KM. Berlin's POIs have a median
+distance of 5.7 km, so the limit there is 57 km (its farthest POI: 26 km); a typo'd sign, a
+(0, 0) or a swapped row is hundreds to thousands of km out. A trajectory point is far only
+when its trip never comes within the limit, or it is a lone jump out and back (a GPS
+glitch), so a trip out of town stays valid."""
+
+_EARTH_KM = 6371.0088
 
 IMAGE = "image"
 TIME = "t"
@@ -138,13 +168,20 @@ class _Report:
 
 def check_image(path: Path | str) -> None:
     """Raise CityError when ``path`` is not a readable image (PNG/JPEG/GeoTIFF)."""
+    path = Path(path)
+    reason = _decode_error(path)
+    if reason is not None:
+        raise CityError(f"cannot read image {path}: {reason}; re-export it as PNG/JPEG")
+
+
+def _decode_error(path: Path) -> str | None:
+    """Why ``path`` does not decode fully (None when it does)."""
     from PIL import Image
 
-    path = Path(path)
     try:
         with Image.open(path) as im:
             im.load()  # decode fully: catches truncated files that verify() lets through
-        return
+        return None
     except Exception as exc:
         reason = exc
     if path.suffix.lower() in (".tif", ".tiff"):
@@ -152,12 +189,36 @@ def check_image(path: Path | str) -> None:
             import tifffile
 
             tifffile.imread(path)
-            return
+            return None
         except ImportError:
             pass
         except Exception as exc:
             reason = exc
-    raise CityError(f"cannot read image {path}: {oneline(reason)}; re-export it as PNG/JPEG")
+    text = oneline(str(reason).replace(f" {str(path)!r}", ""))  # the caller names the file
+    return text or type(reason).__name__
+
+
+def _image_error(path: Path) -> str | None:
+    """Why an image does not decode, cheaply: about 0.05 ms for a PNG or JPEG that is fine.
+
+    PNG: every chunk's CRC up to IEND (verify(), no inflating); JPEG: the header parses and
+    the file ends with the EOI marker. Anything else, or failing that, is decoded fully
+    (so a JPEG with data after EOI, e.g. a motion photo, is decoded and passes).
+    """
+    from PIL import Image
+
+    try:
+        with open(path, "rb") as fh, Image.open(fh) as im:
+            if im.format == "PNG":
+                im.verify()
+                return None
+            if im.format == "JPEG":
+                fh.seek(-2, os.SEEK_END)
+                if fh.read(2) == b"\xff\xd9":
+                    return None
+    except Exception:
+        pass  # confirmed (or not) by the full decode
+    return _decode_error(path)
 
 
 def _missing_files(root: Path, paths: pd.Series) -> np.ndarray:
@@ -243,8 +304,13 @@ def _check_ids(rep: _Report, file: str, column: str, s: pd.Series, unique: bool)
 
 def _check_geometry(
     rep: _Report, file: str, layer: str, gs: Any, column: str, allowed: tuple[str, ...]
-) -> None:
-    """Check a geometry column: type, CRS, nulls, coordinate ranges."""
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Check a geometry column: type, CRS, nulls, coordinate ranges.
+
+    Returns:
+        (bounds [N, 4], good [N]: rows with a finite, in-range geometry of an allowed type),
+        or None when the column is not usable at all.
+    """
     import geopandas as gpd
     import shapely
 
@@ -256,7 +322,7 @@ def _check_geometry(
             "GeoDataFrame.to_parquet() so it is stored as GeoParquet geometry",
             column=column,
         )
-        return
+        return None
     if not _is_wgs84(gs.crs):
         rep.add(
             file,
@@ -264,7 +330,7 @@ def _check_geometry(
             "gdf.to_crs('EPSG:4326') before writing",
             column=column,
         )
-        return
+        return None
     arr = gs.to_numpy()
     null = shapely.is_missing(arr) | shapely.is_empty(arr)
     want = " or ".join(allowed)
@@ -319,6 +385,7 @@ def _check_geometry(
         ),
         "coordinates out of range",
     )
+    return b, ok & finite & ~out
 
 
 def _parse_json_objects(
@@ -381,7 +448,8 @@ def _read_geoparquet(path: Path, geo: dict[str, Any]) -> gpd.GeoDataFrame:
                 # GeoParquet: a missing "crs" key means OGC:CRS84, an explicit null means unknown
                 crs = info.get("crs", "OGC:CRS84")
                 crs = None if crs is None else _parse_crs(json.dumps(crs, sort_keys=True))
-                frame[col] = from_wkb(frame[col].to_numpy(), crs=crs)
+                with np.errstate(invalid="ignore"):  # NaN coordinates: reported later
+                    frame[col] = from_wkb(frame[col].to_numpy(), crs=crs)
     is_geom = GEOMETRY in frame.columns and isinstance(frame[GEOMETRY].dtype, GeometryDtype)
     return gpd.GeoDataFrame(frame, geometry=GEOMETRY if is_geom else None)
 
@@ -424,6 +492,8 @@ class _Parsed:
     labels: dict[str, LabelSpec] = field(default_factory=dict)
     label_files: dict[str, str] = field(default_factory=dict)
     tags: list[dict[str, str]] | None = None
+    extents: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    """Layer -> (geometry bounds [N, 4], rows usable for the spatial checks)."""
 
 
 def _check_layer(rep: _Report, root: Path, file: str, layer: str, parsed: _Parsed) -> None:
@@ -442,7 +512,10 @@ def _check_layer(rep: _Report, root: Path, file: str, layer: str, parsed: _Parse
     if rule.id in frame.columns:
         frame[rule.id] = _check_ids(rep, file, rule.id, frame[rule.id], rule.unique_ids)
     if rule.geom is not None and GEOMETRY in frame.columns:
-        _check_geometry(rep, file, layer, frame[GEOMETRY], GEOMETRY, rule.geom)
+        checked = _check_geometry(rep, file, layer, frame[GEOMETRY], GEOMETRY, rule.geom)
+        if checked is not None:
+            parsed.extents[layer] = checked
+            _check_degenerate(rep, file, layer, frame, checked[1])
     if layer == "pois" and FOOTPRINT in frame.columns:
         _check_geometry(rep, file, layer, frame[FOOTPRINT], FOOTPRINT, _POLYGON)
     if TAGS in rule.columns and TAGS in frame.columns:
@@ -461,7 +534,7 @@ def _check_layer(rep: _Report, root: Path, file: str, layer: str, parsed: _Parse
 def _check_images(
     rep: _Report, root: Path, file: str, frame: pd.DataFrame, columns: tuple[str, ...]
 ) -> None:
-    """Check image path columns: non-empty strings naming existing files (not opened)."""
+    """Check image path columns: non-empty strings naming existing files that decode."""
     columns = tuple(c for c in columns if c in frame.columns)
     if not columns or len(frame) == 0:
         return
@@ -470,6 +543,11 @@ def _check_images(
     is_str = flat.map(lambda v: isinstance(v, str) and v != "").to_numpy(dtype=bool)
     gone = np.zeros(len(flat), dtype=bool)
     gone[is_str] = _missing_files(root, flat[is_str])
+    present = flat[is_str & ~gone]
+    errors = {rel: _image_error(root / rel) for rel in present.unique()}
+    why = present.map(errors)
+    broken = np.zeros(len(flat), dtype=bool)
+    broken[why.index[why.notna().to_numpy()]] = True
     for k, col in enumerate(columns):
         values = flat.to_numpy()[k * n : (k + 1) * n]
         rep.rows(
@@ -488,6 +566,59 @@ def _check_images(
             lambda r, v=values: f"image file '{v[r]}' not found (paths are relative to the bundle)",
             "image files not found",
         )
+        rep.rows(
+            file,
+            col,
+            broken[k * n : (k + 1) * n],
+            lambda r, v=values: (
+                f"image file '{v[r]}' does not decode ({errors[v[r]]}); re-export it as "
+                "PNG/JPEG or drop the row"
+            ),
+            "image files that do not decode",
+        )
+
+
+def _check_degenerate(
+    rep: _Report, file: str, layer: str, frame: pd.DataFrame, good: np.ndarray
+) -> None:
+    """One line for a layer that parses but cannot be used: nothing to learn from."""
+    import shapely
+
+    n = int(good.sum())
+    if n == 0:
+        return
+    geoms = frame[GEOMETRY].to_numpy()[good]
+    if layer == "trajectories" and TRAJ_ID in frame.columns:
+        ids = frame[TRAJ_ID][good].dropna()
+        if len(ids) and ids.value_counts().max() < 2:
+            rep.add(
+                file,
+                f"no trajectory has two points (all {len(ids)} points have distinct "
+                "traj_id); give the points of one trip the same traj_id",
+                column=TRAJ_ID,
+            )
+    elif layer == "regions" and (shapely.area(geoms) <= 0).all():
+        rep.add(
+            file,
+            f"all {n} regions have zero area; regions must be polygons that enclose an area "
+            "(check the ring coordinates)",
+            column=GEOMETRY,
+        )
+    elif layer == "roads" and (shapely.length(geoms) <= 0).all():
+        rep.add(
+            file,
+            f"all {n} roads have zero length; roads must be lines between distinct points",
+            column=GEOMETRY,
+        )
+    elif layer == "pois" and n > 1:
+        xy = shapely.get_coordinates(shapely.centroid(geoms))
+        if (xy == xy[0]).all():
+            rep.add(
+                file,
+                f"all {n} POIs are at the same point (lon={xy[0, 0]:.6g}, lat={xy[0, 1]:.6g}); "
+                "geocoding failed? write each POI's own (lon, lat)",
+                column=GEOMETRY,
+            )
 
 
 def _check_time(rep: _Report, file: str, frame: pd.DataFrame) -> None:
@@ -513,6 +644,230 @@ def _check_time(rep: _Report, file: str, frame: pd.DataFrame) -> None:
         ),
         "duplicate (traj_id, t)",
     )
+
+
+# --------------------------------------------------------------------------- extent
+
+_SWAPPED = "latitude and longitude look swapped: write geometry as (lon, lat)"
+
+
+def _km(lon: np.ndarray, lat: np.ndarray, lon0: Any, lat0: Any) -> np.ndarray:
+    """Great-circle distance in km from (lon0, lat0) (scalars or arrays), by haversine."""
+    la, la0 = np.radians(lat), np.radians(lat0)
+    h = (
+        np.sin((la - la0) / 2) ** 2
+        + np.cos(la) * np.cos(la0) * np.sin(np.radians(lon - lon0) / 2) ** 2
+    )
+    return 2 * _EARTH_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))
+
+
+def _swapped_km(lon: np.ndarray, lat: np.ndarray, lon0: float, lat0: float) -> np.ndarray:
+    """Distance from (lon0, lat0) with x and y swapped; inf where x is no latitude."""
+    d = np.full(len(lon), np.inf)
+    can = np.abs(lon) <= 90
+    d[can] = _km(lat[can], lon[can], lon0, lat0)
+    return d
+
+
+def _median_point(lon: np.ndarray, lat: np.ndarray) -> tuple[float, float]:
+    """Coordinate-wise median; longitudes taken in [0, 360) when tighter (antimeridian)."""
+
+    def iqr(x: np.ndarray) -> float:
+        q75, q25 = np.percentile(x, [75, 25])
+        return float(q75 - q25)
+
+    east = np.mod(lon, 360.0)
+    lon0 = float(np.median(east)) if iqr(east) < iqr(lon) else float(np.median(lon))
+    return (lon0 + 180.0) % 360.0 - 180.0, float(np.median(lat))
+
+
+def _in_area(b: np.ndarray, area: Any, margin: float) -> np.ndarray:
+    """Whether bounds [N, 4] lie in a pyproj AreaOfUse widened by ``margin`` degrees."""
+    w, s, e, n = area.west - margin, area.south - margin, area.east + margin, area.north + margin
+
+    def lon_ok(x: np.ndarray) -> np.ndarray:
+        if area.west <= area.east:
+            return (x >= w) & (x <= e)
+        return (x >= w) | (x <= e)  # the area crosses the antimeridian
+
+    with np.errstate(invalid="ignore"):
+        return lon_ok(b[:, 0]) & lon_ok(b[:, 2]) & (b[:, 1] >= s) & (b[:, 3] <= n)
+
+
+def _check_area_of_use(rep: _Report, parsed: _Parsed) -> None:
+    """Rows outside the area of use of the bundle crs (rows reported are then left out)."""
+    from pyproj import CRS
+
+    if parsed.crs is None:
+        return
+    try:
+        area = CRS.from_user_input(parsed.crs).area_of_use
+    except Exception:
+        return
+    if area is None:
+        return
+    where = (
+        f"the area of use of crs {parsed.crs} (lon {area.west:g}..{area.east:g}, "
+        f"lat {area.south:g}..{area.north:g})"
+    )
+    for layer, (b, good) in parsed.extents.items():
+        bad = good & ~_in_area(b, area, AREA_MARGIN_DEG)
+        if not bad.any():
+            continue
+        swapped = _in_area(b[:, [1, 0, 3, 2]], area, AREA_MARGIN_DEG)
+        x, y = _centres(b)
+        file = parsed.files[layer]
+        rep.rows(
+            file,
+            GEOMETRY,
+            bad & swapped,
+            lambda r, x=x, y=y: f"(lon={x[r]:.6g}, lat={y[r]:.6g}) is outside {where}; {_SWAPPED}",
+            _SWAPPED,
+        )
+        rep.rows(
+            file,
+            GEOMETRY,
+            bad & ~swapped,
+            lambda r, x=x, y=y: (
+                f"(lon={x[r]:.6g}, lat={y[r]:.6g}) is outside {where}; fix the coordinates, "
+                "or the crs in city.toml (drop it to use the POIs' UTM zone)"
+            ),
+            f"outside {where}",
+        )
+        parsed.extents[layer] = (b, good & ~bad)
+
+
+def _on_a_trip(
+    frame: pd.DataFrame, good: np.ndarray, xy: np.ndarray, d: np.ndarray, limit: float
+) -> np.ndarray:
+    """Trajectory points explained by a trip from the city: their trajectory comes within
+    ``limit`` km of it and they are no lone jump (> limit km to the points before and after)."""
+    rows = np.flatnonzero(good & frame[TRAJ_ID].notna().to_numpy())
+    out = np.zeros(len(frame), dtype=bool)
+    if len(rows) == 0:
+        return out
+    part = pd.DataFrame({"id": frame[TRAJ_ID].to_numpy()[rows], "row": rows})
+    t = frame[TIME] if TIME in frame.columns else None
+    if t is not None and (
+        pd.api.types.is_datetime64_any_dtype(t) or pd.api.types.is_integer_dtype(t)
+    ):
+        part["t"] = t.to_numpy()[rows]
+        part = part.sort_values(["id", "t"], kind="stable")
+    else:
+        part = part.sort_values("id", kind="stable")
+    r, ids = part["row"].to_numpy(), part["id"].to_numpy()
+    x, y = xy[r, 0], xy[r, 1]
+    step = np.where(ids[1:] == ids[:-1], _km(x[1:], y[1:], x[:-1], y[:-1]), np.inf)
+    before, after = np.r_[np.inf, step], np.r_[step, np.inf]
+    lone = (before > limit) & (after > limit)
+    near = pd.Series(d[r] <= limit).groupby(ids).transform("any").to_numpy()
+    out[r] = near & ~lone
+    return out
+
+
+def _centres(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(lon, lat) of the centre of each bounds row [N, 4]."""
+    with np.errstate(invalid="ignore"):
+        return (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
+
+
+def _pois_astray(rep: _Report, parsed: _Parsed, limit: float) -> bool:
+    """Report the POIs when two or more other layers agree with each other but not with them."""
+    meds = {}
+    for layer, (b, good) in parsed.extents.items():
+        if good.any():
+            meds[layer] = _median_point(*(c[good] for c in _centres(b)))
+    lon0, lat0 = meds.pop("pois")
+    away = [k for k, (x, y) in meds.items() if _km(x, y, lon0, lat0) > limit]
+    if len(away) < 2 or 2 * len(away) <= len(meds):
+        return False
+    ax, ay = np.array([meds[k][0] for k in away]), np.array([meds[k][1] for k in away])
+    if (_km(ax, ay, ax[0], ay[0]) > limit).any():
+        return False  # the other layers disagree among themselves too
+    d = float(_km(ax[:1], ay[:1], lon0, lat0)[0])
+    swapped = _swapped_km(np.array([lon0]), np.array([lat0]), ax[0], ay[0])[0] <= limit
+    hint = _SWAPPED if swapped else "check that all layers are of one city, in (lon, lat)"
+    others = ", ".join(parsed.files[k] for k in away)
+    rep.add(
+        parsed.files["pois"],
+        f"the POIs lie {d:.0f} km from the other layers ({others}); {hint}",
+        column=GEOMETRY,
+    )
+    return True
+
+
+def _check_far(rep: _Report, parsed: _Parsed) -> None:
+    """Rows far from the rest of the city, and layers far from the POIs."""
+    if "pois" not in parsed.extents or not parsed.extents["pois"][1].any():
+        return
+    b, good = parsed.extents["pois"]
+    pois_file = parsed.files["pois"]
+    px, py = (c[good] for c in _centres(b))
+    lon0, lat0 = _median_point(px, py)
+    limit = max(FAR_KM, FAR_SPREAD * float(np.median(_km(px, py, lon0, lat0))))
+    if _pois_astray(rep, parsed, limit):
+        return
+    centre = f"the city's median point (lon={lon0:.6g}, lat={lat0:.6g})"
+    for layer, (b, good) in parsed.extents.items():
+        if not good.any():
+            continue
+        file = parsed.files[layer]
+        x, y = _centres(b)
+        with np.errstate(invalid="ignore"):
+            d, ds = _km(x, y, lon0, lat0), _swapped_km(x, y, lon0, lat0)
+        lim = limit
+        if layer != "pois":
+            own = float(np.median(d[good]))
+            if layer == "trajectories":  # trips may leave town: far only if none comes near
+                own = float(np.min(d[good]))
+            if own > limit:
+                hint = (
+                    _SWAPPED
+                    if np.median(ds[good]) <= limit
+                    else f"check that {file} and {pois_file} are of one city, in (lon, lat)"
+                )
+                what = f"at least {own:.0f} km" if layer == "trajectories" else f"{own:.0f} km"
+                rep.add(
+                    file,
+                    f"layer {layer} lies {what} from the POIs of {pois_file} (limit {lim:.0f} km"
+                    f"{'' if layer == 'trajectories' else ', median distance'}); {hint}",
+                    column=GEOMETRY,
+                )
+                continue
+            if layer != "trajectories":
+                lim = max(limit, FAR_SPREAD * own)
+        with np.errstate(invalid="ignore"):
+            far = good & (d > lim)
+        if layer == "trajectories" and far.any():
+            far &= ~_on_a_trip(parsed.frames[layer], good, np.c_[x, y], d, lim)
+        if not far.any():
+            continue
+        swapped = ds <= lim
+        rep.rows(
+            file,
+            GEOMETRY,
+            far & swapped,
+            lambda r, x=x, y=y, d=d: (
+                f"(lon={x[r]:.6g}, lat={y[r]:.6g}) is {d[r]:.0f} km from {centre}; {_SWAPPED}"
+            ),
+            _SWAPPED,
+        )
+        rep.rows(
+            file,
+            GEOMETRY,
+            far & ~swapped,
+            lambda r, x=x, y=y, d=d, lim=lim: (
+                f"(lon={x[r]:.6g}, lat={y[r]:.6g}) is {d[r]:.0f} km from {centre}, beyond "
+                f"{lim:.0f} km; fix its coordinates or drop the row"
+            ),
+            f"far from the rest of the city (> {lim:.0f} km)",
+        )
+
+
+def _check_extent(rep: _Report, parsed: _Parsed) -> None:
+    """Coordinates that are valid numbers but in the wrong place."""
+    _check_area_of_use(rep, parsed)
+    _check_far(rep, parsed)
 
 
 def _check_satellite_regions(rep: _Report, file: str, parsed: _Parsed) -> None:
@@ -708,6 +1063,7 @@ def _validate(root: Path | str) -> tuple[list[Problem], _Parsed]:
             _check_layer(rep, root, parsed.files[layer], layer, parsed)
     if "satellite" in parsed.frames:
         _check_satellite_regions(rep, parsed.files["satellite"], parsed)
+    _check_extent(rep, parsed)
     for name, spec in parsed.labels.items():
         layer = LEVEL_LAYER[spec.level]
         file = parsed.label_files[name]
