@@ -105,7 +105,7 @@ def __dir__() -> list[str]:
     return __all__
 
 
-def run(config: Any, resume: bool = False) -> Any:
+def run(config: Any, resume: bool = False, overwrite: bool = False) -> Any:
     """Train on ``config.city`` (the synthetic default when None) and write embeddings."""
     from mfm.core.pipeline import run as run_pipeline
 
@@ -113,7 +113,7 @@ def run(config: Any, resume: bool = False) -> Any:
         from mfm.cities.default import default_city
 
         config.city = default_city(cache_dir=config.cache_dir)
-    return run_pipeline(config, resume=resume)
+    return run_pipeline(config, resume=resume, overwrite=overwrite)
 
 
 if TYPE_CHECKING:

@@ -54,6 +54,9 @@ def run(
     max_steps: Annotated[int | None, typer.Option(help="Cap on steps per epoch")] = None,
     num_workers: Annotated[int | None, typer.Option(help="DataLoader workers for images")] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out")] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace the run that --out holds (only an mfm run folder)")
+    ] = False,
     quiet: Annotated[bool, typer.Option(help="Log lines instead of progress bars")] = False,
 ) -> None:
     """Train UrbanMFM on a city and write POI and region embeddings."""
@@ -78,11 +81,15 @@ def run(
     )
     if resume and cfg.out is None:
         raise MfmError("--resume needs --out RUN_DIR: the run to continue")
+    if resume and cfg.city is None:
+        from mfm.core.rundir import recorded_city
+
+        cfg.city = recorded_city(cfg.out)  # the city the run was trained on
     if cfg.city is None:
         from mfm.cities.default import default_city
 
         cfg.city = default_city(cache_dir=cfg.cache_dir)
-    run_pipeline(cfg, resume=resume)
+    run_pipeline(cfg, resume=resume, overwrite=overwrite)
 
 
 @app.command("eval")

@@ -26,9 +26,10 @@ from mfm.core.model import UrbanModel
 from mfm.core.objective import Objective
 from mfm.core.plugins import PluginInfo, Registry, load_registry
 from mfm.core.progress import console, log
+from mfm.core.rundir import claim_out, release_out, run_identity
 from mfm.core.scales import SLOT_DESCRIPTIONS, Scale
 from mfm.core.scene import SceneEncoder
-from mfm.core.trainer import Trainer, TrainSettings, init_runtime
+from mfm.core.trainer import Runtime, Trainer, TrainSettings, init_runtime
 from mfm.core.views import Views
 
 
@@ -147,6 +148,7 @@ def run(
     config: RunConfig,
     resume: bool = False,
     registry: Registry | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Train UrbanMFM on ``config.city`` with the selected plugins and write embeddings."""
     if config.city is None:
@@ -155,17 +157,29 @@ def run(
     rt = init_runtime(config.device)
     city = City.load(config.city)
     out = Path(config.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
-    if (out / RUN_MANIFEST).exists() and not resume:
-        raise MfmError(f"{out} already holds a finished run; pass a new --out or --resume")
-    if rt.is_main:
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # e.g. a file where a folder should be
-            raise MfmError(
-                f"cannot create --out {out}: {exc.strerror}; pass another --out"
-            ) from None
     quiet = config.quiet or not rt.is_main
-    plan = plan_run(config, city, registry)
+    plan = plan_run(config, city, registry)  # before --out is touched: a bad plan leaves none
+    identity = run_identity(config, city, [m.name for m in plan.modalities], plan.objectives)
+    created = claim_out(out, identity, resume, overwrite) if rt.is_main else False
+    try:
+        return _train_and_export(config, resume, rt, city, out, plan, quiet, t_start)
+    except Exception:
+        if created and rt.is_main:
+            release_out(out)
+        raise
+
+
+def _train_and_export(
+    config: RunConfig,
+    resume: bool,
+    rt: Runtime,
+    city: City,
+    out: Path,
+    plan: RunPlan,
+    quiet: bool,
+    t_start: float,
+) -> RunResult:
+    """Prepare, train and export a planned run into its claimed folder."""
     if rt.is_main:
         console.print(
             f"city [bold]{city.name}[/] ({city.root}), device {rt.device}, {rt.world} process(es)"
@@ -249,7 +263,7 @@ def run(
             "config": config.model_dump(mode="json"),
             "city": {
                 "name": city.name,
-                "root": str(city.root),
+                "root": str(Path(city.root).resolve()),
                 "crs": city.crs,
                 "hashes": {
                     layer: city.fingerprint(layer)

@@ -1,0 +1,51 @@
+"""Runs never mix or clobber: --resume continues only the same run, --out is claimed."""
+
+import json
+
+from tests.test_cli import assert_one_line_error, mfm
+
+FAST = ("--plugins", "osm,polygon", "--epochs", "1", "--max-steps", "2", "--quiet")
+
+
+def test_resume_refuses_another_run_and_finds_its_city(tiny_city, tmp_path):
+    out = tmp_path / "run"
+    first = mfm("run", "--city", tiny_city, "--out", out, *FAST)
+    assert first.returncode == 0, first.stderr
+    identity = json.loads((out / "run.json").read_text())
+    assert identity["city"] == str(tiny_city.resolve()) and "pois" in identity["layers"]
+    other = mfm("run", "--out", out, "--resume", *FAST[2:], "--plugins", "osm")
+    assert_one_line_error(other, "--resume", "is another run", "modalities")
+    lr = mfm("run", "--city", tiny_city, "--out", out, "--resume", *FAST, "--lr", "0.5")
+    assert_one_line_error(lr, "config.lr was 0.001, now 0.5")
+    again = mfm("run", "--out", out, "--resume", *FAST)  # no --city: the recorded one
+    assert again.returncode == 0, again.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["city"]["root"] == str(tiny_city.resolve())
+
+
+def test_a_non_empty_folder_is_refused_unless_overwrite_replaces_a_run(tiny_city, tmp_path):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "poi_embeddings.parquet").write_text("mine")
+    r = mfm("run", "--city", tiny_city, "--out", notes, *FAST)
+    assert_one_line_error(r, "already holds files", "--overwrite")
+    r = mfm("run", "--city", tiny_city, "--out", notes, *FAST, "--overwrite")
+    assert_one_line_error(r, "is not an mfm run")
+    assert (notes / "poi_embeddings.parquet").read_text() == "mine"
+    out = tmp_path / "run"
+    assert mfm("run", "--city", tiny_city, "--out", out, *FAST).returncode == 0
+    r = mfm("run", "--city", tiny_city, "--out", out, *FAST, "--seed", "3", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "run.json").read_text())["config"]["seed"] == 3
+
+
+def test_a_failing_run_leaves_nothing_behind(tiny_city, tmp_path):
+    out = tmp_path / "run"
+    bad = mfm("run", "--city", tiny_city, "--out", out, "--plugins", "nosuch")
+    assert bad.returncode == 2 and not out.exists()  # refused while planning
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[objective.poi]\nmax_road_dist = 0.001\n")  # no road within reach
+    r = mfm("run", "--city", tiny_city, "--out", out, "--config", cfg, *FAST)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("error: L_poi")
+    assert not out.exists()  # failed in prepare, before any checkpoint
