@@ -13,7 +13,10 @@ neighbourhood the same size: an O(N log N) step should show a ratio a little abo
 - region adjacency: ``polygon_adjacency`` on a grid of 200 m square blocks.
 - sat pair mining: ``mine_positive_pairs(fp [N, 64], fr [N, 2])`` with the sate
   objective's defaults (thresholds 0.95, block 1024, no cap); features are noisy copies
-  of N/16 prototypes, so each region has a constant expected number of positives.
+  of N/16 prototypes, so each region has a constant expected number of positives. Also
+  the dense all-pairs reference ``_mine_pairs_dense`` (the miner before the ball tree) on
+  the same data, and, unless ``--quick``, one run of the miner at 64k regions
+  (``PAIRS_LARGE``; time and pair count, ``pairs_large`` in the JSON).
 - POI -> road: ``nearest_line`` on a street grid of 190 m segments.
 - svi POI linking: ``link_pois(poi_xy, svi_xy, 1000 m, 16)`` (the svi plugin's defaults),
   street-view points sampled along the streets.
@@ -41,6 +44,7 @@ POI_PER_KM2 = 660.0
 SVI_PER_KM2 = 250.0
 STREET_SPACING = 190.0  # metres between parallel streets, and segment length
 BLOCK = 200.0  # metres, side of a region
+PAIRS_LARGE = 65_536  # regions of the single large pair-mining run
 
 
 def side_for(n: int, per_km2: float) -> float:
@@ -95,7 +99,7 @@ def region_features(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.nd
 def cases(n_points: int, n_regions: int, seed: int) -> dict[str, tuple[Callable[[], Any], str]]:
     """The timed callables at one size, with a note of the input size."""
     from mfm.core.graphs import nearest_line, polygon_adjacency, radius_neighbours
-    from mfm.plugins.sat.features import mine_positive_pairs
+    from mfm.plugins.sat.features import _mine_pairs_dense, mine_positive_pairs
     from mfm.plugins.sat.objective import SateOptions
     from mfm.plugins.svi.modality import SviOptions, link_pois
     from mfm.scales.local import LocalOptions
@@ -128,6 +132,12 @@ def cases(n_points: int, n_regions: int, seed: int) -> dict[str, tuple[Callable[
             ),
             f"{n_regions} regions x 64",
         ),
+        "mine pairs, dense reference (sat)": (
+            lambda: _mine_pairs_dense(
+                fp, fr, so.threshold_poi, so.block, so.threshold_road, so.max_positives
+            ),
+            f"{n_regions} regions x 64",
+        ),
         "nearest_line (POI->road)": (
             lambda: nearest_line(xy, roads),
             f"{n_points} POIs, {len(roads)} segments",
@@ -137,6 +147,23 @@ def cases(n_points: int, n_regions: int, seed: int) -> dict[str, tuple[Callable[
             f"{n_points} POIs, {n_svi} svi",
         ),
     }
+
+
+def large_pairs(n_regions: int, seed: int) -> dict[str, Any]:
+    """One timed run of the pair miner at ``n_regions`` (no dense reference: too slow)."""
+    from mfm.plugins.sat.features import mine_positive_pairs
+    from mfm.plugins.sat.objective import SateOptions
+
+    so = SateOptions()
+    fp, fr = region_features(n_regions, np.random.default_rng(seed))
+    seconds, pairs = best_of(
+        lambda: mine_positive_pairs(
+            fp, fr, so.threshold_poi, so.block, so.threshold_road, so.max_positives
+        ),
+        1,
+        warmup=False,
+    )
+    return {"regions": n_regions, "dims": fp.shape[1], "seconds": seconds, "pairs": len(pairs)}
 
 
 def _size(name: str, out: Any) -> int | None:
@@ -175,6 +202,14 @@ def main() -> None:
             }
         )
         print(f"  {name}: {t1:.4f} s -> {t4:.4f} s ({t4 / t1:.2f}x)", flush=True)
+    pairs_large = None
+    if not args.quick:
+        pairs_large = large_pairs(PAIRS_LARGE, seed=2)
+        print(
+            f"  mine_positive_pairs at {PAIRS_LARGE} regions: "
+            f"{pairs_large['seconds']:.2f} s, {pairs_large['pairs']} pairs",
+            flush=True,
+        )
     after = machine()
     payload = {
         "benchmark": "scaling",
@@ -190,6 +225,7 @@ def main() -> None:
         "machine_before": before,
         "machine_after": after,
         "results": rows,
+        "pairs_large": pairs_large,
     }
     path = write_result(result_name("scaling", args.threads), payload)
     print(
