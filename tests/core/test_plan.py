@@ -48,11 +48,13 @@ def test_unavailable_modality_named_in_plugins_is_an_error(tiny_city):
         )
 
 
-def test_ablation_plan_says_why_macro_and_global_are_skipped(tiny_city):
+def test_ablation_plan_says_why_macro_is_skipped_and_how_global_runs(tiny_city):
     plan = plan_run(make_config(city=tiny_city, plugins="osm,polygon"), City.load(tiny_city))
     skips = {e.objective: e.skip for e in plan.entries}
-    assert plan.objectives == ["poi", "local"]
+    assert plan.objectives == ["poi", "local", "global"]
     assert "add it to --plugins" in skips["sate"] and "sat" in skips["sate"]
-    assert "sat or trajectory" in skips["global"]
+    notes = {e.objective: e.note for e in plan.entries}
+    assert notes["global"].startswith("micro/micro (no macro view")
+    assert notes["local"] == "text/multi-view" and notes["poi"] == "POIs grouped by nearest road"
     dropped = plan_run(make_config(city=tiny_city, scales="micro,macro"), City.load(tiny_city))
     assert {e.objective: e.skip for e in dropped.entries}["local"] == "slot dropped by --scales"
