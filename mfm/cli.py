@@ -89,7 +89,15 @@ def run(
         from mfm.cities.default import default_city
 
         cfg.city = default_city(cache_dir=cfg.cache_dir)
-    run_pipeline(cfg, resume=resume, overwrite=overwrite)
+    if cfg.out is None:
+        from mfm.core.rundir import default_out
+
+        cfg.out = default_out()
+    try:
+        run_pipeline(cfg, resume=resume, overwrite=overwrite)
+    except KeyboardInterrupt:  # Typer would turn it into a bare exit 130
+        typer.echo(f"interrupted; continue with: mfm run --out {cfg.out} --resume", err=True)
+        raise typer.Exit(130) from None
 
 
 @app.command("eval")

@@ -26,7 +26,7 @@ from mfm.core.model import UrbanModel
 from mfm.core.objective import Objective
 from mfm.core.plugins import PluginInfo, Registry, load_registry
 from mfm.core.progress import console, log
-from mfm.core.rundir import claim_out, release_out, run_identity
+from mfm.core.rundir import claim_out, default_out, release_out, run_identity
 from mfm.core.scales import SLOT_DESCRIPTIONS, Scale
 from mfm.core.scene import SceneEncoder
 from mfm.core.trainer import Runtime, Trainer, TrainSettings, init_runtime
@@ -156,7 +156,7 @@ def run(
     t_start = time.perf_counter()
     rt = init_runtime(config.device)
     city = City.load(config.city)
-    out = Path(config.out or Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S"))
+    out = Path(config.out or default_out())
     quiet = config.quiet or not rt.is_main
     plan = plan_run(config, city, registry)  # before --out is touched: a bad plan leaves none
     identity = run_identity(config, city, [m.name for m in plan.modalities], plan.objectives)

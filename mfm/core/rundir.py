@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,11 @@ LAYERS = ("pois", "roads", "regions", "svi", "satellite", "trajectories")
 # settings that change where or how fast a run goes, not what it computes
 VOLATILE = {"out", "quiet", "device", "num_workers", "cache_dir", "city", "plugins"}
 CHECKPOINTS = "checkpoints"
+
+
+def default_out() -> Path:
+    """``runs/<timestamp>``: where a run goes without ``--out``."""
+    return Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
 
 
 def run_identity(

@@ -49,3 +49,28 @@ def test_a_failing_run_leaves_nothing_behind(tiny_city, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("error: L_poi")
     assert not out.exists()  # failed in prepare, before any checkpoint
+
+
+def test_ctrl_c_prints_the_resume_hint_and_exits_130(tiny_city, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "mfm", "run", "--city", str(tiny_city), "--out", str(out)]
+    cmd += ["--plugins", "osm,polygon", "--epochs", "20", "--quiet"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    deadline = time.monotonic() + 300
+    while not (out / "checkpoints" / "last.json").exists() and time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == (
+        f"interrupted; continue with: mfm run --out {out} --resume"
+    )
+    assert "Traceback" not in err
