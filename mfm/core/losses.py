@@ -9,7 +9,9 @@ from torch import Tensor, nn
 DEFAULT_TAU = 0.5
 
 
-def info_nce(anchor: Tensor, positive: Tensor, tau: float = DEFAULT_TAU) -> Tensor:
+def info_nce(
+    anchor: Tensor, positive: Tensor, tau: float = DEFAULT_TAU, exclude: Tensor | None = None
+) -> Tensor:
     """InfoNCE with in-batch negatives and cosine similarity.
 
     ``L = -1/B sum_i log exp(sim(a_i, p_i)/tau) / sum_j exp(sim(a_i, p_j)/tau)`` (Eq. 7).
@@ -19,6 +21,9 @@ def info_nce(anchor: Tensor, positive: Tensor, tau: float = DEFAULT_TAU) -> Tens
         positive: ``[B, d]`` positives; row ``i`` is the positive of anchor ``i`` and
             every other row is a negative for it.
         tau: temperature (0.5 in the paper).
+        exclude: optional bool ``[B, B]``: True drops ``p_j`` from anchor ``i``'s
+            denominator (a false negative, e.g. an overlapping graph); the diagonal is
+            always kept.
 
     Returns:
         The scalar mean loss.
@@ -29,6 +34,11 @@ def info_nce(anchor: Tensor, positive: Tensor, tau: float = DEFAULT_TAU) -> Tens
     p = F.normalize(positive.float(), dim=-1)
     logits = a @ p.T / tau
     target = torch.arange(a.shape[0], device=a.device)
+    if exclude is not None:
+        drop = exclude.to(logits.device, torch.bool) & ~torch.eye(
+            len(a), dtype=torch.bool, device=logits.device
+        )
+        logits = logits.masked_fill(drop, float("-inf"))
     return F.cross_entropy(logits, target)
 
 

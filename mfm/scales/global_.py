@@ -66,6 +66,9 @@ class GlobalOptions(Options):
     subsample: float = Field(0.5, gt=0, le=1, description="POI share per view (micro/micro)")
     drop_prob: float = Field(0.1, ge=0, lt=1, description="neighbour drop rate (one-view runs)")
     feature_drop: float = Field(0.2, ge=0, lt=1, description="feature dropout (macro/macro)")
+    exclude_neighbours: bool = Field(
+        False, description="adjacent regions are not negatives (their graphs share nodes)"
+    )
     tau: float = Field(DEFAULT_TAU, gt=0)
     heads: int = Field(2, ge=1, description="GAT attention heads")
     layers: int = Field(1, ge=1, description="GAT layers")
@@ -275,7 +278,22 @@ class GlobalObjective(Objective):
                 x_g = feature_dropout(x_g, opts.feature_drop, rng)
                 x_pos = feature_dropout(x_pos, opts.feature_drop, rng)
             g, g_pos = star_graphs(mask & keep_g, weight), star_graphs(mask & keep_pos, weight)
-        return info_nce(self.gat(x_g, g.to(device)), self.gat(x_pos, g_pos.to(device)), opts.tau)
+        exclude = self._adjacent(self.items[idx.cpu()]) if opts.exclude_neighbours else None
+        e_g, e_pos = self.gat(x_g, g.to(device)), self.gat(x_pos, g_pos.to(device))
+        return info_nce(e_g, e_pos, opts.tau, exclude)
+
+    def candidates(self, batch: int) -> int:
+        """The batch less the anchor's expected neighbours in it (they are not negatives)."""
+        if not self.options.exclude_neighbours or self.num_items() < 2:
+            return batch
+        degree = float(self.nbr_mask[self.items].sum(1).double().mean())
+        expected = degree * (batch - 1) / (self.num_items() - 1)
+        return max(2, round(batch - expected))
+
+    def _adjacent(self, regions: Tensor) -> Tensor:
+        """Bool ``[B, B]``: region ``j`` of the batch is a neighbour of region ``i``."""
+        nbr = torch.where(self.nbr_mask[regions], self.nbr[regions], -1)  # [B, K]
+        return (nbr[:, :, None] == regions[None, None, :]).any(1)
 
     def trainable(self) -> list[nn.Module]:
         mods: list[nn.Module] = [self.gat, self.size]

@@ -25,3 +25,26 @@ def test_bad_arguments():
         InfoNCE(tau=0)
     with pytest.raises(ValueError):
         info_nce(torch.randn(3, 2), torch.randn(4, 2))
+
+
+def test_excluded_negatives_leave_the_denominator():
+    import math
+
+    import torch
+
+    from mfm.core.losses import info_nce
+
+    torch.manual_seed(0)
+    a, p = torch.randn(4, 8), torch.randn(4, 8)
+    exclude = torch.zeros(4, 4, dtype=torch.bool)
+    exclude[0, 1] = exclude[0, 0] = True  # the diagonal is never dropped
+    got = info_nce(a, p, 0.5, exclude)
+    sims = torch.nn.functional.normalize(a, dim=1) @ torch.nn.functional.normalize(p, dim=1).T
+    logits = sims / 0.5
+    rows = [
+        logits[i, i]
+        - torch.logsumexp(logits[i][[j for j in range(4) if not exclude[i, j] or j == i]], 0)
+        for i in range(4)
+    ]
+    assert math.isclose(float(got), float(-torch.stack(rows).mean()), rel_tol=1e-5)
+    assert float(got) < float(info_nce(a, p, 0.5)) + 1e-6

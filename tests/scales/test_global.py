@@ -229,3 +229,19 @@ def test_registered_as_an_always_on_objective_plugin(monkeypatch):
     reg = load_registry(extra={"scale-global": "mfm.scales.global_"})
     info = reg.plugins["scale-global"]
     assert info.objectives == {"global": GlobalObjective} and not info.is_modality_plugin
+
+
+def test_neighbours_can_be_kept_out_of_the_negatives(ctx, text):
+    fresh = fresh_text(ctx, text)
+    model, obj = _build(ctx, [fresh, FakeRegionView()], exclude_neighbours=True)
+    regions = obj.items
+    adjacent = obj._adjacent(regions)
+    for i, r in enumerate(regions.tolist()):
+        nbrs = set(obj.nbr[r][obj.nbr_mask[r]].tolist())
+        assert {regions[j].item() for j in torch.nonzero(adjacent[i]).flatten()} == (
+            nbrs & set(regions.tolist())
+        )
+    n = obj.num_items()
+    assert obj.candidates(n) < n  # the chance level counts only real negatives
+    loss = model("global", torch.arange(n), torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
