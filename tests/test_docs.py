@@ -99,3 +99,14 @@ def plugin_copy(plugin):
     copy = types.ModuleType("again")
     copy.register_scene_encoders = plugin.register_scene_encoders
     return copy
+
+
+def test_readme_and_docs_link_only_inside_the_repository():
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in pages:
+        text = page.read_text()
+        assert "../shared" not in text, f"{page.name} points outside the repository"
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            assert (page.parent / target).exists(), f"{page.name}: broken link {target}"

@@ -1,4 +1,4 @@
-"""Validation of a City bundle (DESIGN §5): every problem, with file, row and column.
+"""Validation of a City bundle (docs/bundle.md): every problem, with file, row and column.
 
 :func:`validate_city` lists every problem found; :class:`~mfm.core.city.City` loads a
 bundle only after it passes, so nothing downstream reads an unchecked layer.
