@@ -119,13 +119,16 @@ def eval_command(
     ] = "raw,untrained,counts,text,random",
     seed: Annotated[int, typer.Option(help="First seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
+    city: Annotated[
+        Path | None, typer.Option(help="The run's city bundle, if it moved (default: recorded)")
+    ] = None,
 ) -> None:
     """Probe frozen embeddings on labelled tasks against baselines; writes RUN_DIR/eval/."""
     from rich.console import Console
 
     from mfm.eval import evaluate, list_tasks, rich_table, write_eval
 
-    names = [task] if task or labels else list(list_tasks(run_dir))
+    names = [task] if task or labels else list(list_tasks(run_dir, city))
     chosen = [b.strip() for b in baselines.split(",") if b.strip()]
     outputs = []
     for name in names or [None]:
@@ -140,6 +143,7 @@ def eval_command(
             probe=probe,
             baselines=chosen,
             seed=seed,
+            city=city,
         )
         write_eval(run_dir, result)
         outputs.append(result)
@@ -191,11 +195,14 @@ def report_command(
         str | None, typer.Option(help="Task to map (default: first regression)")
     ] = None,
     ablation: Annotated[Path | None, typer.Option(help="mfm ablate output dir to embed")] = None,
+    city: Annotated[
+        Path | None, typer.Option(help="The run's city bundle, if it moved (default: recorded)")
+    ] = None,
 ) -> None:
     """Write RUN_DIR/report/index.html (self-contained) and its PNGs."""
     from mfm.eval.report import report
 
-    typer.echo(f"wrote {report(run_dir, task=task, ablation=ablation)}")
+    typer.echo(f"wrote {report(run_dir, task=task, ablation=ablation, city=city)}")
 
 
 @app.command("plugins")

@@ -59,21 +59,23 @@ def read_manifest(run_dir: Path | str) -> dict[str, Any]:
         raise MfmError(f"{path} is not valid JSON ({exc}); re-run `mfm run`") from None
 
 
-def run_city(manifest: dict[str, Any], run_dir: Path | str) -> City:
-    """Load the city bundle the run was trained on (``city.root`` in the manifest)."""
-    root = Path(manifest.get("city", {}).get("root", ""))
+def run_city(manifest: dict[str, Any], run_dir: Path | str, city: Path | str | None = None) -> City:
+    """Load the city bundle the run was trained on (``city.root`` in the manifest), or
+    ``city`` when given (the bundle moved, or a copy of it)."""
+    root = Path(city) if city is not None else Path(manifest.get("city", {}).get("root", ""))
     if not (root / "city.toml").is_file():
+        where = "--city" if city is not None else f"city.root in {RUN_MANIFEST}"
         raise MfmError(
-            f"the city of run {run_dir} ({root}, city.root in {RUN_MANIFEST}) is not there; "
-            "put the bundle back at that path"
+            f"the city of run {run_dir} ({root}, {where}) is not there; "
+            "put the bundle back at that path or pass --city DIR"
         )
     return City.load(root)
 
 
-def list_tasks(run_dir: Path | str) -> dict[str, LabelSpec]:
+def list_tasks(run_dir: Path | str, city: Path | str | None = None) -> dict[str, LabelSpec]:
     """The labelled tasks (``[labels.*]``) of the run's city, by name."""
     manifest = read_manifest(run_dir)
-    return dict(run_city(manifest, run_dir).labels)
+    return dict(run_city(manifest, run_dir, city).labels)
 
 
 def _embeddings(
@@ -377,6 +379,7 @@ def evaluate(
     baselines: Sequence[str] = BASELINES,
     seed: int = 0,
     test_size: float = 0.2,
+    city: Path | str | None = None,
 ) -> dict[str, Any]:
     """Probe a run's frozen embeddings on one labelled task, with baselines on the same splits.
 
@@ -409,7 +412,7 @@ def evaluate(
     _check_args(split, runs, probe, baselines, test_size)
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    city = run_city(manifest, run_dir)
+    city = run_city(manifest, run_dir, city)
     name, level, kind, frame, source = resolve_task(city, task, labels, level, kind)
     emb_ids, emb = _embeddings(run_dir, manifest, level)
     layer = _LAYER[level]

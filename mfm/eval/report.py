@@ -273,10 +273,12 @@ def _prediction_figures(
 # --------------------------------------------------------------------------- eval tables
 
 
-def _eval_results(run_dir: Path, runs: int, probe: str, split: str, seed: int) -> list[Any]:
+def _eval_results(
+    run_dir: Path, runs: int, probe: str, split: str, seed: int, city: Path | str | None = None
+) -> list[Any]:
     """``RUN_DIR/eval/*.json``, or evaluate every task of the city first and write them."""
     manifest = read_manifest(run_dir)
-    order = list(run_city(manifest, run_dir).labels)  # the city's task order, extras last
+    order = list(run_city(manifest, run_dir, city).labels)  # the city's order, extras last
     found = sorted(
         (run_dir / "eval").glob("*.json"),
         key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem),
@@ -291,7 +293,9 @@ def _eval_results(run_dir: Path, runs: int, probe: str, split: str, seed: int) -
         return results
     for task in order:
         try:
-            result = evaluate(run_dir, task, split=split, runs=runs, probe=probe, seed=seed)
+            result = evaluate(
+                run_dir, task, split=split, runs=runs, probe=probe, seed=seed, city=city
+            )
         except MfmError as exc:
             results.append({"task": task, "error": str(exc)})
             continue
@@ -454,6 +458,7 @@ def report(
     probe: str = DEFAULT_PROBE,
     split: str = "random",
     seed: int = 0,
+    city: Path | str | None = None,
 ) -> Path:
     """Write ``RUN_DIR/report/index.html`` (self-contained) and the PNGs it embeds.
 
@@ -477,7 +482,8 @@ def report(
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)
-    city = run_city(manifest, run_dir)
+    city_root = city
+    city = run_city(manifest, run_dir, city_root)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     where = _ablation_dir(run_dir, ablation)
@@ -541,7 +547,7 @@ def report(
             )
 
     # (d) evaluation and ablation tables
-    sections.append(_eval_html(_eval_results(run_dir, runs, probe, split, seed)))
+    sections.append(_eval_html(_eval_results(run_dir, runs, probe, split, seed, city_root)))
     if where is not None:
         sections.append(_ablation_html(where))
 

@@ -74,3 +74,21 @@ def test_ctrl_c_prints_the_resume_hint_and_exits_130(tiny_city, tmp_path):
         f"interrupted; continue with: mfm run --out {out} --resume"
     )
     assert "Traceback" not in err
+
+
+def test_eval_and_report_find_a_moved_city_with_city(tiny_city, tmp_path):
+    import shutil
+
+    city = tmp_path / "city"
+    shutil.copytree(tiny_city, city)
+    out = tmp_path / "run"
+    assert mfm("run", "--city", city, "--out", out, *FAST).returncode == 0
+    moved = tmp_path / "moved"
+    city.rename(moved)
+    lost = mfm("eval", out, "--task", "population", "--runs", "2")
+    assert_one_line_error(lost, "is not there", "--city")
+    found = mfm("eval", out, "--task", "population", "--runs", "2", "--city", moved)
+    assert found.returncode == 0, found.stderr
+    shutil.copytree(moved, tmp_path / "elsewhere")
+    rep = mfm("report", out, "--city", tmp_path / "elsewhere")
+    assert rep.returncode == 0, rep.stderr
