@@ -475,7 +475,7 @@ def _by_id(
     target = position.loc[ids[keep].to_numpy()].to_numpy()
     weights = np.ones(len(target))
     idx, out = _combine(target, values[keep], weights, aggregate or "first", kind)
-    labels = _label_frame(items.to_numpy(), idx, out, id_col, kind)
+    labels = label_frame(items.to_numpy(), idx, out, id_col, kind)
     summary = {
         "method": "id",
         "id_column": id_column,
@@ -573,7 +573,7 @@ def _by_overlay(
     if aggregate == "sum":
         stats["source_total"] = float(values.sum())
         stats["assigned_total"] = float(out.sum())
-    labels = _label_frame(
+    labels = label_frame(
         items[LEVEL_ID[level]].astype(str).to_numpy(), idx, out, LEVEL_ID[level], kind
     )
     summary = {
@@ -656,7 +656,7 @@ def _combine(
     return hit, total[hit] / np.bincount(target, weights, minlength=n)[hit]
 
 
-def _label_frame(
+def label_frame(
     item_ids: np.ndarray, idx: np.ndarray, values: np.ndarray, id_col: str, kind: str
 ) -> pd.DataFrame:
     target = KIND_TARGET[kind]

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pandas as pd
 
 from mfm.core.constants import CITY_MANIFEST, GEOMETRY, LAYERS
 from mfm.core.errors import CityError
-from mfm.core.validate import validate_city
+from mfm.core.validate import read_city_toml, validate_city
 
 __all__ = ["Staging", "edit_bundle", "manifest_text", "new_bundle", "read_manifest"]
 
@@ -81,18 +80,7 @@ class Staging:
             shutil.copy2(src, dst)
 
 
-def read_manifest(root: Path) -> dict[str, Any]:
-    """Parse ``root/city.toml``; CityError (one line) when it is missing or not TOML."""
-    path = Path(root) / CITY_MANIFEST
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CityError(
-            f"{path} not found; pass a City bundle directory (make one with `mfm city from-osm` "
-            "or `mfm city synth`)"
-        ) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CityError(f"{path} is not valid TOML ({exc}); fix the syntax") from None
+read_manifest = read_city_toml  # city.toml is parsed in mfm.core.validate only
 
 
 def _toml_value(value: Any) -> str:

@@ -29,18 +29,18 @@ from mfm.core.constants import (
 )
 from mfm.core.errors import CityError
 from mfm.core.validate import (  # noqa: F401 - LabelSpec, Problem, ... re-exported
-    _RULES,
     IMAGE,
+    LAYER_RULES,
     TIME,
     LabelSpec,
+    ParsedBundle,
     Problem,
-    _label_frame,
-    _one_line_error,
-    _parse_crs,
-    _Parsed,
-    _Report,
-    _validate,
+    ProblemReport,
+    check_bundle,
     check_image,
+    label_frame,
+    one_line_error,
+    parse_crs,
     validate_city,
 )
 
@@ -92,9 +92,9 @@ class City:
             CityError: One line naming the first problem and how many more there are.
         """
         root = Path(root)
-        problems, parsed = _validate(root)
+        problems, parsed = check_bundle(root)
         if problems:
-            raise _one_line_error(problems, root)
+            raise one_line_error(problems, root)
         frames = {k: _normalize(k, v) for k, v in parsed.frames.items()}
         pois = frames["pois"]
         crs = parsed.crs or _guess_utm(pois)
@@ -213,12 +213,12 @@ class City:
         spec = self._label(name)
         layer = LEVEL_LAYER[spec.level]
         frame = self.layer(layer)
-        rep = _Report()
-        df = _label_frame(
+        rep = ProblemReport()
+        df = label_frame(
             rep, self.label_files[name], spec, frame[LEVEL_ID[spec.level]], self.files[layer]
         )
         if df is None:
-            raise _one_line_error(rep.problems, self.root)
+            raise one_line_error(rep.problems, self.root)
         return df
 
 
@@ -226,13 +226,13 @@ def _normalize(layer: str, frame: pd.DataFrame) -> pd.DataFrame:
     """Set EPSG:4326 on geometry columns and sort trajectories by (traj_id, t)."""
     import geopandas as gpd
 
-    wgs84 = _parse_crs(json.dumps(WGS84))
+    wgs84 = parse_crs(json.dumps(WGS84))
     if isinstance(frame, gpd.GeoDataFrame):
         for col in (GEOMETRY, FOOTPRINT):
             if col in frame.columns and isinstance(frame[col], gpd.GeoSeries):
                 frame[col] = frame[col].set_crs(wgs84, allow_override=True)
         frame = frame.set_crs(wgs84, allow_override=True)
-    rule = _RULES[layer]
+    rule = LAYER_RULES[layer]
     frame[rule.id] = frame[rule.id].astype(str)
     if layer == "trajectories":
         frame = frame.sort_values([TRAJ_ID, TIME], kind="stable").reset_index(drop=True)

@@ -92,7 +92,7 @@ class _LayerRule:
     unique_ids: bool = True
 
 
-_RULES: dict[str, _LayerRule] = {
+LAYER_RULES: dict[str, _LayerRule] = {
     "pois": _LayerRule(POI_ID, (POI_ID, GEOMETRY, TAGS), _POINT),
     "roads": _LayerRule(ROAD_ID, (ROAD_ID, GEOMETRY, TAGS), _LINE),
     "regions": _LayerRule(REGION_ID, (REGION_ID, GEOMETRY), _POLYGON),
@@ -138,7 +138,7 @@ class LabelSpec:
     kind: Literal["regression", "classification"]
 
 
-class _Report:
+class ProblemReport:
     """Collects problems; caps row-level reports per rule."""
 
     def __init__(self) -> None:
@@ -253,10 +253,10 @@ def _is_wgs84(crs: Any) -> bool:
         return True
     from pyproj import CRS
 
-    return CRS.from_user_input(crs).equals(_parse_crs(json.dumps(WGS84)), ignore_axis_order=True)
+    return CRS.from_user_input(crs).equals(parse_crs(json.dumps(WGS84)), ignore_axis_order=True)
 
 
-def _check_ids(rep: _Report, file: str, column: str, s: pd.Series, unique: bool) -> pd.Series:
+def _check_ids(rep: ProblemReport, file: str, column: str, s: pd.Series, unique: bool) -> pd.Series:
     """Check an id column; return it as strings (None where null or unusable)."""
     s = s.reset_index(drop=True)
     null = s.isna().to_numpy()
@@ -303,7 +303,7 @@ def _check_ids(rep: _Report, file: str, column: str, s: pd.Series, unique: bool)
 
 
 def _check_geometry(
-    rep: _Report, file: str, layer: str, gs: Any, column: str, allowed: tuple[str, ...]
+    rep: ProblemReport, file: str, layer: str, gs: Any, column: str, allowed: tuple[str, ...]
 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Check a geometry column: type, CRS, nulls, coordinate ranges.
 
@@ -389,7 +389,7 @@ def _check_geometry(
 
 
 def _parse_json_objects(
-    rep: _Report, file: str, column: str, s: pd.Series
+    rep: ProblemReport, file: str, column: str, s: pd.Series
 ) -> list[dict[str, str]] | None:
     """Parse a column of JSON object strings; report each bad row (capped)."""
     parsed: list[dict[str, str]] = []
@@ -426,7 +426,7 @@ def _parse_json_objects(
 
 
 @functools.lru_cache(maxsize=64)
-def _parse_crs(text: str) -> Any:
+def parse_crs(text: str) -> Any:
     from pyproj import CRS
 
     return CRS.from_user_input(json.loads(text))
@@ -447,20 +447,20 @@ def _read_geoparquet(path: Path, geo: dict[str, Any]) -> gpd.GeoDataFrame:
             if col in frame.columns:
                 # GeoParquet: a missing "crs" key means OGC:CRS84, an explicit null means unknown
                 crs = info.get("crs", "OGC:CRS84")
-                crs = None if crs is None else _parse_crs(json.dumps(crs, sort_keys=True))
+                crs = None if crs is None else parse_crs(json.dumps(crs, sort_keys=True))
                 with np.errstate(invalid="ignore"):  # NaN coordinates: reported later
                     frame[col] = from_wkb(frame[col].to_numpy(), crs=crs)
     is_geom = GEOMETRY in frame.columns and isinstance(frame[GEOMETRY].dtype, GeometryDtype)
     return gpd.GeoDataFrame(frame, geometry=GEOMETRY if is_geom else None)
 
 
-def _read_layer(rep: _Report, root: Path, file: str, layer: str) -> pd.DataFrame | None:
+def _read_layer(rep: ProblemReport, root: Path, file: str, layer: str) -> pd.DataFrame | None:
     import pyarrow.parquet as pq
 
     path = root / file
     try:
         meta = pq.read_schema(path).metadata or {}
-        if _RULES[layer].geom is None:
+        if LAYER_RULES[layer].geom is None:
             frame = pd.read_parquet(path)
         elif b"geo" not in meta:
             rep.add(
@@ -482,7 +482,7 @@ def _read_layer(rep: _Report, root: Path, file: str, layer: str) -> pd.DataFrame
 
 
 @dataclass
-class _Parsed:
+class ParsedBundle:
     """What validation read, handed to City.load so nothing is read twice."""
 
     name: str = ""
@@ -496,11 +496,13 @@ class _Parsed:
     """Layer -> (geometry bounds [N, 4], rows usable for the spatial checks)."""
 
 
-def _check_layer(rep: _Report, root: Path, file: str, layer: str, parsed: _Parsed) -> None:
+def _check_layer(
+    rep: ProblemReport, root: Path, file: str, layer: str, parsed: ParsedBundle
+) -> None:
     frame = _read_layer(rep, root, file, layer)
     if frame is None:
         return
-    rule = _RULES[layer]
+    rule = LAYER_RULES[layer]
     missing = [c for c in rule.columns if c not in frame.columns]
     for col in missing:
         need = ", ".join(rule.columns)
@@ -532,7 +534,7 @@ def _check_layer(rep: _Report, root: Path, file: str, layer: str, parsed: _Parse
 
 
 def _check_images(
-    rep: _Report, root: Path, file: str, frame: pd.DataFrame, columns: tuple[str, ...]
+    rep: ProblemReport, root: Path, file: str, frame: pd.DataFrame, columns: tuple[str, ...]
 ) -> None:
     """Check image path columns: non-empty strings naming existing files that decode."""
     columns = tuple(c for c in columns if c in frame.columns)
@@ -579,7 +581,7 @@ def _check_images(
 
 
 def _check_degenerate(
-    rep: _Report, file: str, layer: str, frame: pd.DataFrame, good: np.ndarray
+    rep: ProblemReport, file: str, layer: str, frame: pd.DataFrame, good: np.ndarray
 ) -> None:
     """One line for a layer that parses but cannot be used: nothing to learn from."""
     import shapely
@@ -621,7 +623,7 @@ def _check_degenerate(
             )
 
 
-def _check_time(rep: _Report, file: str, frame: pd.DataFrame) -> None:
+def _check_time(rep: ProblemReport, file: str, frame: pd.DataFrame) -> None:
     t = frame[TIME]
     if not (pd.api.types.is_datetime64_any_dtype(t) or pd.api.types.is_integer_dtype(t)):
         rep.add(
@@ -694,7 +696,7 @@ def _in_area(b: np.ndarray, area: Any, margin: float) -> np.ndarray:
         return lon_ok(b[:, 0]) & lon_ok(b[:, 2]) & (b[:, 1] >= s) & (b[:, 3] <= n)
 
 
-def _check_area_of_use(rep: _Report, parsed: _Parsed) -> None:
+def _check_area_of_use(rep: ProblemReport, parsed: ParsedBundle) -> None:
     """Rows outside the area of use of the bundle crs (rows reported are then left out)."""
     from pyproj import CRS
 
@@ -771,7 +773,7 @@ def _centres(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
 
 
-def _pois_astray(rep: _Report, parsed: _Parsed, limit: float) -> bool:
+def _pois_astray(rep: ProblemReport, parsed: ParsedBundle, limit: float) -> bool:
     """Report the POIs when two or more other layers agree with each other but not with them."""
     meds = {}
     for layer, (b, good) in parsed.extents.items():
@@ -796,7 +798,7 @@ def _pois_astray(rep: _Report, parsed: _Parsed, limit: float) -> bool:
     return True
 
 
-def _check_far(rep: _Report, parsed: _Parsed) -> None:
+def _check_far(rep: ProblemReport, parsed: ParsedBundle) -> None:
     """Rows far from the rest of the city, and layers far from the POIs."""
     if "pois" not in parsed.extents or not parsed.extents["pois"][1].any():
         return
@@ -864,13 +866,13 @@ def _check_far(rep: _Report, parsed: _Parsed) -> None:
         )
 
 
-def _check_extent(rep: _Report, parsed: _Parsed) -> None:
+def _check_extent(rep: ProblemReport, parsed: ParsedBundle) -> None:
     """Coordinates that are valid numbers but in the wrong place."""
     _check_area_of_use(rep, parsed)
     _check_far(rep, parsed)
 
 
-def _check_satellite_regions(rep: _Report, file: str, parsed: _Parsed) -> None:
+def _check_satellite_regions(rep: ProblemReport, file: str, parsed: ParsedBundle) -> None:
     sat, regions = parsed.frames.get("satellite"), parsed.frames.get("regions")
     if sat is None or regions is None or REGION_ID not in regions or REGION_ID not in sat:
         return
@@ -886,8 +888,8 @@ def _check_satellite_regions(rep: _Report, file: str, parsed: _Parsed) -> None:
     )
 
 
-def _label_frame(
-    rep: _Report, file: str, spec: LabelSpec, known: pd.Series | None, layer_file: str
+def label_frame(
+    rep: ProblemReport, file: str, spec: LabelSpec, known: pd.Series | None, layer_file: str
 ) -> pd.DataFrame | None:
     """Read and check one labels CSV; return columns id (str) and value/label."""
     id_col, target = LEVEL_ID[spec.level], KIND_TARGET[spec.kind]
@@ -949,7 +951,9 @@ def _label_frame(
     return pd.DataFrame({"id": ids.astype(str), target: values.to_numpy()})
 
 
-def _check_manifest(rep: _Report, root: Path, manifest: dict[str, Any], parsed: _Parsed) -> None:
+def _check_manifest(
+    rep: ProblemReport, root: Path, manifest: dict[str, Any], parsed: ParsedBundle
+) -> None:
     m = CITY_MANIFEST
     for key in manifest:
         if key not in _MANIFEST_KEYS:
@@ -989,7 +993,7 @@ def _check_manifest(rep: _Report, root: Path, manifest: dict[str, Any], parsed: 
         _check_label_spec(rep, root, str(name), spec, parsed)
 
 
-def _check_crs(rep: _Report, crs: str) -> str | None:
+def _check_crs(rep: ProblemReport, crs: str) -> str | None:
     from pyproj import CRS
     from pyproj.exceptions import CRSError
 
@@ -1010,7 +1014,9 @@ def _check_crs(rep: _Report, crs: str) -> str | None:
     return crs
 
 
-def _check_label_spec(rep: _Report, root: Path, name: str, spec: Any, parsed: _Parsed) -> None:
+def _check_label_spec(
+    rep: ProblemReport, root: Path, name: str, spec: Any, parsed: ParsedBundle
+) -> None:
     m, key = CITY_MANIFEST, f"labels.{name}"
     if not isinstance(spec, dict):
         rep.add(m, f"{key} must be a table with path, level, kind", column=key)
@@ -1035,25 +1041,39 @@ def _check_label_spec(rep: _Report, root: Path, name: str, spec: Any, parsed: _P
         parsed.label_files[name] = rel
 
 
-def _validate(root: Path | str) -> tuple[list[Problem], _Parsed]:
+def read_city_toml(root: Path | str) -> dict[str, Any]:
+    """Parse ``root/city.toml``, the one place it is parsed; CityError (one line) when it is
+    missing or not TOML."""
+    path = Path(root) / CITY_MANIFEST
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CityError(
+            f"{path} not found; pass a City bundle directory (make one with `mfm city from-osm` "
+            "or `mfm city synth`)"
+        ) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
+        raise CityError(f"{path} is not valid TOML ({oneline(exc)}); fix the syntax") from exc
+
+
+def check_bundle(root: Path | str) -> tuple[list[Problem], ParsedBundle]:
     root = Path(root)
-    rep, parsed = _Report(), _Parsed()
+    rep, parsed = ProblemReport(), ParsedBundle()
     if not root.is_dir():
         what = "does not exist" if not root.exists() else "is not a directory"
         rep.add(str(root), f"bundle directory {what}; pass a directory holding {CITY_MANIFEST}")
         return rep.problems, parsed
-    manifest_path = root / CITY_MANIFEST
-    try:
-        manifest = tomllib.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not (root / CITY_MANIFEST).is_file():
         rep.add(
             CITY_MANIFEST,
             f"not found in {root}; a bundle needs a {CITY_MANIFEST} with [layers] pois = ... "
             "(`mfm city synth` writes an example bundle)",
         )
         return rep.problems, parsed
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError, OSError) as exc:
-        rep.add(CITY_MANIFEST, f"not valid TOML: {oneline(exc)}; fix the syntax")
+    try:
+        manifest = read_city_toml(root)
+    except CityError as exc:
+        rep.add(CITY_MANIFEST, f"not valid TOML: {exc.__cause__ or exc}; fix the syntax")
         return rep.problems, parsed
     _check_manifest(rep, root, manifest, parsed)
     layers = manifest.get("layers")
@@ -1075,7 +1095,7 @@ def _validate(root: Path | str) -> tuple[list[Problem], _Parsed]:
         frame = parsed.frames.get(layer)
         id_col = LEVEL_ID[spec.level]
         known = frame[id_col] if frame is not None and id_col in frame else None
-        _label_frame(rep, file, spec, known, parsed.files[layer])
+        label_frame(rep, file, spec, known, parsed.files[layer])
     return rep.problems, parsed
 
 
@@ -1088,10 +1108,10 @@ def validate_city(root: Path | str) -> list[Problem]:
     Returns:
         The problems, in manifest, layer, then label order.
     """
-    return _validate(root)[0]
+    return check_bundle(root)[0]
 
 
-def _one_line_error(problems: list[Problem], root: Path | str) -> CityError:
+def one_line_error(problems: list[Problem], root: Path | str) -> CityError:
     msg = str(problems[0])
     if len(problems) > 1:
         n = len(problems) - 1
