@@ -205,7 +205,11 @@ class Trainer:
         if not self.history or not self.rt.is_main:
             return
         last = self.history[-1]
+        own = {r.name: r.health.get(r.name) for r in self.history}  # after its own stage
         for name, h in last.health.items():
+            learned = own.get(name)
+            if learned is None or learned["loss"] >= NEAR_CHANCE * learned["chance"]:
+                continue  # it never left chance: nothing was forgotten
             if name != last.name and h["loss"] >= NEAR_CHANCE * h["chance"]:
                 log(
                     f"warning: after the last stage ({last.name}), objective {name} is back "

@@ -77,7 +77,7 @@ def test_warning_names_the_objective_back_at_chance(monkeypatch):
     monkeypatch.setattr(trainer_module, "log", lines.append)
     trainer = Trainer(None, _settings(), Runtime(torch.device("cpu")), Path())  # type: ignore[arg-type]
     trainer.history = [
-        StageRecord("poi", "micro", health={"poi": _h(1.0)}),
+        StageRecord("poi", "micro", health={"poi": _h(0.6)}),  # it learned in its stage
         StageRecord(
             "global", "global", health={"poi": _h(0.96), "sate": _h(0.5), "global": _h(1.0)}
         ),
@@ -88,6 +88,10 @@ def test_warning_names_the_objective_back_at_chance(monkeypatch):
     lines.clear()
     trainer._warn_forgotten()
     assert lines == []  # below 95% of chance; the last stage's own objective never warns
+    trainer.history[0].health["poi"] = _h(0.99)  # it never left chance: nothing forgotten
+    trainer.history[-1].health["poi"] = _h(1.0)
+    trainer._warn_forgotten()
+    assert lines == []
 
 
 def test_report_health_table():
