@@ -21,6 +21,7 @@ from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION
 from mfm.core.embed import write_embeddings, write_json
 from mfm.core.errors import MfmError, PluginError
 from mfm.core.export import BASELINE_FILE, export_embeddings, raw_features, write_baselines
+from mfm.core.killpoints import kill_point
 from mfm.core.modality import Context, Modality
 from mfm.core.model import UrbanModel
 from mfm.core.objective import Objective
@@ -239,6 +240,7 @@ def _train_and_export(
                 "untrained_region": init_region,
             },
         )
+        kill_point("baselines")
     trainer = Trainer(model, settings, rt, out)
     history = trainer.fit(objectives, resume=resume)
     checksums = trainer.replica_checksums()
@@ -249,6 +251,7 @@ def _train_and_export(
         out, out / POI_EMBEDDINGS, None, out / RUN_MANIFEST, poi_np, region_np, model
     )
     if rt.is_main:
+        kill_point("export")
         write_embeddings(result.poi_embeddings, city.pois[[POI_ID, "geometry"]], poi_np, poi_extra)
         if region_np is not None:
             result.region_embeddings = out / REGION_EMBEDDINGS
@@ -305,6 +308,7 @@ def _train_and_export(
             },
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
+        kill_point("manifest")
         write_json(result.manifest, manifest)
         console.print(
             f"[green]wrote[/] {result.poi_embeddings}"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ from torch import nn
 
 from mfm.core.atomic import atomic_path, write_text
 from mfm.core.errors import MfmError
+from mfm.core.killpoints import kill_point
 from mfm.core.modality import is_frozen
 from mfm.core.model import UrbanModel
 from mfm.core.objective import Objective
@@ -28,7 +28,6 @@ from mfm.core.progress import log, progress_bar
 
 CHECKPOINTS = "checkpoints"
 LAST = "last"
-KILL_ENV = "MFM_KILL_AFTER_EPOCHS"  # tests: SIGKILL this process after N saved epochs
 
 
 @dataclass
@@ -272,6 +271,7 @@ class Trainer:
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    kill_point("step")
                     value = float(loss.detach())
                     epoch_losses.append(value)
                     record.items += len(idx) * self.rt.world
@@ -289,19 +289,12 @@ class Trainer:
                 record.health = self.health()
             self.history.append(record)
             self._save(index + int(last_epoch), 0 if last_epoch else epoch + 1, opt, obj.name)
-            self._maybe_kill()
+            kill_point("epoch")
             if not last_epoch:
                 self.history.pop()
         model.eval()
         if not math.isfinite(record.seconds):
             record.seconds = 0.0
-
-    def _maybe_kill(self) -> None:
-        """Die hard (as a killed job would) once ``MFM_KILL_AFTER_EPOCHS`` epochs are saved."""
-        limit = os.environ.get(KILL_ENV)
-        self._saved_epochs = getattr(self, "_saved_epochs", 0) + 1
-        if limit is not None and self._saved_epochs >= int(limit):
-            os.kill(os.getpid(), signal.SIGKILL)
 
     def replica_checksums(self) -> list[float]:
         """Sum of |w| of every rank's weights: equal on all ranks when DDP kept them in sync."""
@@ -375,6 +368,7 @@ def _atomic_save(tensors: dict[str, torch.Tensor], meta: dict, stem: Path) -> No
     weights = stem.parent / f"{stem.name}-s{meta['stage_index']}-e{meta['epoch']}.safetensors"
     with atomic_path(weights) as tmp:
         save_file(tensors, tmp)
+    kill_point("checkpoint")  # the weights are there, the JSON does not point at them yet
     info = stem.with_suffix(".json")
     old = json.loads(info.read_text()).get("weights") if info.exists() else None
     write_text(info, json.dumps(meta | {"weights": weights.name}, indent=1))

@@ -35,7 +35,7 @@ def _run(args, env=None, check=True):
 def test_resume_after_kill_matches_uninterrupted_run(tiny_city, tmp_path):
     full, broken = tmp_path / "full", tmp_path / "broken"
     _run(["--city", str(tiny_city), "--out", str(full)])
-    env = os.environ | {"MFM_KILL_AFTER_EPOCHS": "3"}  # killed in the second half
+    env = os.environ | {"MFM_KILL_AT": "epoch:3"}  # killed in the second half
     killed = _run(["--city", str(tiny_city), "--out", str(broken)], env=env, check=False)
     assert killed.returncode == -signal.SIGKILL
     assert not (broken / "poi_embeddings.parquet").exists()
@@ -90,3 +90,28 @@ def test_two_gloo_processes_end_with_identical_weights(tiny_city, tmp_path):
     sums = manifest["device"]["replica_checksums"]
     assert len(sums) == 2 and sums[0] == sums[1]
     assert manifest["stages"][0]["steps"] > 0
+
+
+def test_kills_at_random_points_then_resume_end_like_an_uninterrupted_run(tiny_city, tmp_path):
+    """Five kill points drawn at random (seeded) among every kind: inside a stage, between
+    a checkpoint's weights and its JSON, after the baselines, during the export."""
+    import random
+
+    full = tmp_path / "full"
+    _run(["--city", str(tiny_city), "--out", str(full)])
+    _, want = read_embeddings(full / "poi_embeddings.parquet")
+    candidates = [f"step:{n}" for n in (1, 5, 9, 14)] + [f"checkpoint:{n}" for n in (1, 3, 6)]
+    candidates += ["epoch:2", "baselines:1", "export:1", "manifest:1"]
+    points = random.Random(7).sample(candidates, 5)
+    for point in points:
+        out = tmp_path / point.replace(":", "-")
+        killed = _run(
+            ["--city", str(tiny_city), "--out", str(out)],
+            env=os.environ | {"MFM_KILL_AT": point},
+            check=False,
+        )
+        assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-500:])
+        assert not (out / "manifest.json").exists()
+        _run(["--out", str(out), "--resume"])  # finds its city in run.json
+        _, got = read_embeddings(out / "poi_embeddings.parquet")
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=point)
