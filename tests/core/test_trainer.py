@@ -100,9 +100,14 @@ def test_kills_at_random_points_then_resume_end_like_an_uninterrupted_run(tiny_c
     full = tmp_path / "full"
     _run(["--city", str(tiny_city), "--out", str(full)])
     _, want = read_embeddings(full / "poi_embeddings.parquet")
-    candidates = [f"step:{n}" for n in (1, 5, 9, 14)] + [f"checkpoint:{n}" for n in (1, 3, 6)]
-    candidates += ["epoch:2", "baselines:1", "export:1", "manifest:1"]
-    points = random.Random(7).sample(candidates, 5)
+    kinds = [
+        [f"step:{n}" for n in (1, 5, 9, 14)] + ["epoch:2"],  # inside a stage
+        [f"checkpoint:{n}" for n in (1, 3, 6)],  # between a checkpoint's weights and JSON
+        ["baselines:1", "export:1", "manifest:1"],  # around the outputs
+    ]
+    rng = random.Random(7)
+    points = [rng.choice(kind) for kind in kinds]
+    points += rng.sample([p for kind in kinds for p in kind if p not in points], 2)
     for point in points:
         out = tmp_path / point.replace(":", "-")
         killed = _run(
