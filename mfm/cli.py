@@ -58,6 +58,9 @@ def run(
         bool, typer.Option(help="Replace the run that --out holds (only an mfm run folder)")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="Log lines instead of progress bars")] = False,
+    print_config: Annotated[
+        bool, typer.Option("--print-config", help="Print the resolved config as TOML and stop")
+    ] = False,
 ) -> None:
     """Train UrbanMFM on a city and write POI and region embeddings."""
     from mfm.core.config import make_config
@@ -79,6 +82,11 @@ def run(
         num_workers=num_workers,
         quiet=quiet or None,
     )
+    if print_config:
+        from mfm.core.config import config_toml
+
+        typer.echo(config_toml(cfg), nl=False)
+        return
     if resume and cfg.out is None:
         raise MfmError("--resume needs --out RUN_DIR: the run to continue")
     if resume and cfg.city is None:

@@ -165,3 +165,17 @@ def test_out_under_a_file_is_one_error_line(tiny_city, tmp_path):
     (tmp_path / "file").write_text("not a folder")
     r = mfm("run", "--city", tiny_city, "--out", tmp_path / "file" / "run", "--epochs", "1")
     assert_one_line_error(r, "cannot create --out", "file")
+
+
+def test_print_config_round_trips(tmp_path):
+    from mfm.core.config import make_config
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[plugin.svi]\nscene = "none"\n[objective.global]\nswap_prob = 0.3\n')
+    r = mfm("run", "--config", cfg, "--epochs", "2", "--scales", "micro,global", "--print-config")
+    assert r.returncode == 0, r.stderr
+    printed = tmp_path / "printed.toml"
+    printed.write_text(r.stdout)
+    again = make_config(printed)
+    assert again == make_config(cfg, epochs=2, scales="micro,global")
+    assert 'scales = ["micro", "global"]' in r.stdout and "[objective.global]" in r.stdout

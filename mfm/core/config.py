@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -86,6 +87,37 @@ def make_config(path: Path | None = None, **overrides: Any) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from None
+
+
+def _toml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_scalar(v) for v in value) + "]"
+    return json.dumps(str(value))  # JSON string escapes are valid TOML basic strings
+
+
+def config_toml(config: RunConfig) -> str:
+    """The resolved config as TOML that ``--config`` reads back (unset values left out)."""
+    data = config.model_dump(mode="json", exclude_none=True)
+    data["scales"] = [s.label for s in config.scales]
+    lines = [f"{k} = {_toml_scalar(v)}" for k, v in data.items() if not isinstance(v, dict)]
+
+    def tables(prefix: str, value: dict[str, Any]) -> None:
+        flat = {k: v for k, v in value.items() if not isinstance(v, dict)}
+        if flat:
+            lines.extend(["", f"[{prefix}]"])
+            lines.extend(f"{k} = {_toml_scalar(v)}" for k, v in flat.items())
+        for k, v in value.items():
+            if isinstance(v, dict):
+                tables(f"{prefix}.{json.dumps(k) if not k.isidentifier() else k}", v)
+
+    for key in ("plugin", "objective"):
+        for name, opts in data.get(key, {}).items():
+            tables(f"{key}.{name}", opts)
+    return "\n".join(lines) + "\n"
 
 
 def plugin_options(config: RunConfig, table: str, name: str, model: type[BaseModel]) -> BaseModel:

@@ -315,5 +315,6 @@ def _train_and_export(
             + (f", {result.region_embeddings}" if region_np is not None else "")
             + f" and {result.manifest}"
         )
+        console.print(f"next: mfm eval {out} && mfm report {out}", highlight=False)
     rt.barrier()
     return result
