@@ -9,7 +9,11 @@ from typing import Annotated
 
 import typer
 
+from mfm.core.config import RunConfig
 from mfm.core.errors import MfmError
+
+# what an unset option means (the run config's defaults), shown by --help
+_DEFAULTS = {name: str(field.default) for name, field in RunConfig.model_fields.items()}
 
 app = typer.Typer(
     help="UrbanMFM: multimodal, multiscale urban representation learning.",
@@ -45,14 +49,29 @@ def run(
     plugins: Annotated[str | None, typer.Option(help="Comma-separated modality plugins")] = None,
     scales: Annotated[str | None, typer.Option(help="Comma-separated slots to keep")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML run config")] = None,
-    device: Annotated[str | None, typer.Option(help="auto | cpu | cuda")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs per stage")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Items per batch")] = None,
-    lr: Annotated[float | None, typer.Option(help="Peak learning rate")] = None,
-    dim: Annotated[int | None, typer.Option(help="Embedding width d")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto | cpu | cuda", show_default=_DEFAULTS["device"])
+    ] = None,
+    epochs: Annotated[
+        int | None, typer.Option(help="Epochs per stage", show_default=_DEFAULTS["epochs"])
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Items per batch", show_default=_DEFAULTS["batch_size"])
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak learning rate", show_default=_DEFAULTS["lr"])
+    ] = None,
+    dim: Annotated[
+        int | None, typer.Option(help="Embedding width d", show_default=_DEFAULTS["dim"])
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Random seed", show_default=_DEFAULTS["seed"])
+    ] = None,
     max_steps: Annotated[int | None, typer.Option(help="Cap on steps per epoch")] = None,
-    num_workers: Annotated[int | None, typer.Option(help="DataLoader workers for images")] = None,
+    num_workers: Annotated[
+        int | None,
+        typer.Option(help="DataLoader workers for images", show_default=_DEFAULTS["num_workers"]),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --out")] = False,
     overwrite: Annotated[
         bool, typer.Option(help="Replace the run that --out holds (only an mfm run folder)")

@@ -179,3 +179,10 @@ def test_print_config_round_trips(tmp_path):
     again = make_config(printed)
     assert again == make_config(cfg, epochs=2, scales="micro,global")
     assert 'scales = ["micro", "global"]' in r.stdout and "[objective.global]" in r.stdout
+
+
+def test_run_help_shows_the_config_defaults():
+    r = mfm("run", "--help")
+    assert r.returncode == 0
+    text = " ".join(r.stdout.replace("│", " ").split())
+    assert "Epochs per stage [default: (10)]" in text and "[default: (0.001)]" in text
