@@ -95,3 +95,11 @@ def test_objective_sees_no_model():
     for name, path in MODULES.items():
         if name.startswith(("mfm.plugins", "mfm.scales")):
             assert "mfm.core.model" not in _imports(path, False), name
+
+
+def test_cities_never_import_eval_and_plots_is_a_leaf():
+    for name, path in MODULES.items():
+        if name.startswith("mfm.cities"):
+            imports = _imports(path, top_level_only=False)
+            assert not any(i.startswith("mfm.eval") for i in imports), name
+    assert all(i.startswith("mfm.core") for i in _imports(MODULES["mfm.plots"], False))

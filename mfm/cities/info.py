@@ -63,7 +63,7 @@ def _load(root: City | Path | str) -> City:
 def city_map(root: City | Path | str, path: Path | str) -> Path:
     """Draw the bundle as a PNG: regions (coloured by the first region regression label,
     grey where unlabelled), roads and POIs, in the bundle's metric CRS."""
-    from mfm.eval.plots import city_map as draw
+    from mfm.plots import city_map as draw
 
     city = _load(root)
     metric = {k: city.layer(k).to_crs(city.crs) for k in ("regions", "roads") if city.has(k)}

@@ -445,7 +445,7 @@ def csv_text(table: dict[str, Any]) -> str:
 
 def write_table(table: dict[str, Any], out_dir: Path | str) -> None:
     """Write ``ablation.md``, ``.csv``, ``.png`` and ``.json`` atomically into ``out_dir``."""
-    from mfm.eval.plots import ablation_bars
+    from mfm.plots import ablation_bars
 
     out_dir = Path(out_dir)
     write_text(out_dir / "ablation.md", markdown(table))

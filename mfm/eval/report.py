@@ -216,7 +216,7 @@ def _prediction_figures(
     seed: int,
 ) -> str:
     """Maps of true vs predicted values and a scatter (or confusion matrix); HTML."""
-    from mfm.eval.plots import confusion_plot, prediction_maps, prediction_scatter
+    from mfm.plots import confusion_plot, prediction_maps, prediction_scatter
 
     name, level, kind, frame, _ = resolve_task(city, task, None, None, None)
     emb_frame, emb = _embeddings(run_dir, manifest, level)
@@ -478,7 +478,7 @@ def report(
     Raises:
         MfmError: Not a run directory, an unknown task, a missing ablation directory.
     """
-    from mfm.eval.plots import health_curves, loss_curves, pca_map
+    from mfm.plots import health_curves, loss_curves, pca_map
 
     run_dir = Path(run_dir)
     manifest = read_manifest(run_dir)

@@ -95,8 +95,8 @@ def test_warning_names_the_objective_back_at_chance(monkeypatch):
 
 
 def test_report_health_table():
-    from mfm.eval.plots import health_curves
     from mfm.eval.report import _health_table
+    from mfm.plots import health_curves
 
     stages = [
         {"name": "poi", "health": {"poi": _h(0.5), "svi": _h(1.0)}},
@@ -112,7 +112,7 @@ def test_report_health_table():
 
 
 def test_report_health_figure(tmp_path):
-    from mfm.eval.plots import health_curves
+    from mfm.plots import health_curves
 
     stages = [{"name": "poi", "health": {"poi": _h(0.5)}}, {"name": "svi", "health": {}}]
     path = health_curves(stages, tmp_path / "health.png")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mfm.core.errors import MfmError
-from mfm.eval.plots import pca_rgb
 from mfm.eval.report import out_of_fold, report
+from mfm.plots import pca_rgb
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "screenshot_report.py"
 CHROMIUM = Path("/usr/bin/chromium")

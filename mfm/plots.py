@@ -1,4 +1,6 @@
-"""Figures for ``mfm ablate`` and ``mfm report``, written as PNGs atomically.
+"""Figures for ``mfm report``, ``mfm ablate`` and ``mfm city info``, written as PNGs
+atomically. A leaf module: it imports only ``mfm.core``, so ``cities`` and ``eval`` both
+use it without importing each other.
 
 Figures are plain ``matplotlib.figure.Figure`` objects rendered by the Agg canvas, never
 pyplot: no global backend switch, no display needed, and a notebook's own backend is left
