@@ -71,4 +71,4 @@ class _RateBar(Bar):
 
 def log(message: str) -> None:
     """Print a status line to stderr (also with quiet: it is the log)."""
-    console.print(message, highlight=False, soft_wrap=True)
+    console.print(message, highlight=False, soft_wrap=True, markup=False)

@@ -287,4 +287,4 @@ def test_sate_reports_its_pairs_and_warns_when_most_fall_back(sate, capsys):
     strict.prepare(ctx)
     err = capsys.readouterr().err
     assert strict.stats()["with_positive"] < stats["regions"] / 2
-    assert "L_sate found positives for" in err and "threshold_poi" in err
+    assert "L_sate found positives for" in err and "[objective.sate] threshold_poi" in err
