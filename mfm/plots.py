@@ -15,12 +15,20 @@ from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
-import matplotlib as mpl
 import numpy as np
-from matplotlib.cm import ScalarMappable
-from matplotlib.colors import Colormap, Normalize
-from matplotlib.figure import Figure
-from matplotlib.patches import Patch
+
+from mfm.core.errors import MfmError
+
+try:
+    import matplotlib as mpl
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Colormap, Normalize
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+except ImportError:  # the report extra is not installed
+    raise MfmError(
+        "figures need matplotlib, which this install lacks; pip install 'urban-mfm[report]'"
+    ) from None
 
 from mfm.core.atomic import atomic_path
 

@@ -186,3 +186,20 @@ def test_run_help_shows_the_config_defaults():
     assert r.returncode == 0
     text = " ".join(r.stdout.replace("│", " ").split())
     assert "Epochs per stage [default: (10)]" in text and "[default: (0.001)]" in text
+
+
+def test_training_needs_no_matplotlib_and_figures_say_which_extra():
+    import subprocess
+
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"
+        "import mfm.core.pipeline, mfm.cli\n"
+        "from mfm.core.errors import MfmError\n"
+        "try:\n"
+        "    import mfm.plots\n"
+        "except MfmError as exc:\n"
+        "    print(exc)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "pip install 'urban-mfm[report]'" in r.stdout
