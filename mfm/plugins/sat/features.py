@@ -417,6 +417,18 @@ def _ball_tree_leaves(
     return order, starts, sizes, (xo, cp, rp, ro, cr, rr)
 
 
+def _unit_features(
+    fp: np.ndarray, fr: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """Unit rows of ``fp`` and ``fr`` (float64) and which rows have both non-zero."""
+    up = _unit_rows(np.asarray(fp, dtype=np.float64))
+    ur = None if fr is None else _unit_rows(np.asarray(fr, dtype=np.float64))
+    valid = np.linalg.norm(up, axis=1) > 0
+    if ur is not None:
+        valid &= np.linalg.norm(ur, axis=1) > 0
+    return up, ur, valid
+
+
 def _mine_pairs_dense(
     fp: np.ndarray,
     fr: np.ndarray | None,
@@ -431,11 +443,7 @@ def _mine_pairs_dense(
     """
     threshold_r = threshold if threshold_r is None else threshold_r
     n = len(fp)
-    up = _unit_rows(np.asarray(fp, dtype=np.float64))
-    ur = None if fr is None else _unit_rows(np.asarray(fr, dtype=np.float64))
-    valid = np.linalg.norm(up, axis=1) > 0
-    if ur is not None:
-        valid &= np.linalg.norm(ur, axis=1) > 0
+    up, ur, valid = _unit_features(fp, fr)
     out: list[np.ndarray] = []
     for start in range(0, n, block):
         stop = min(start + block, n)
@@ -518,11 +526,7 @@ def mine_positive_pairs(
         raise ValueError(f"max_per_region must be >= 0, got {max_per_region}")
     empty = np.zeros((0, 2), dtype=np.int64)
     n = len(fp)
-    up = _unit_rows(np.asarray(fp, dtype=np.float64))
-    ur = None if fr is None else _unit_rows(np.asarray(fr, dtype=np.float64))
-    valid = np.linalg.norm(up, axis=1) > 0
-    if ur is not None:
-        valid &= np.linalg.norm(ur, axis=1) > 0
+    up, ur, valid = _unit_features(fp, fr)
     vid = np.flatnonzero(valid)
     r2p, r2r = 2 - 2 * threshold + _SLACK, 2 - 2 * threshold_r + _SLACK
     if len(vid) < 2 or r2p < 0 or (ur is not None and r2r < 0):
