@@ -23,6 +23,7 @@ from typing import Any
 
 import pandas as pd
 
+from mfm.core.config import toml_value
 from mfm.core.constants import CITY_MANIFEST, GEOMETRY, LAYERS
 from mfm.core.errors import CityError
 from mfm.core.validate import read_city_toml, validate_city
@@ -83,25 +84,15 @@ class Staging:
 read_manifest = read_city_toml  # city.toml is parsed in mfm.core.validate only
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, str):
-        return json.dumps(value)  # JSON string escapes are valid TOML basic strings
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    raise TypeError(f"cannot write {value!r} to {CITY_MANIFEST}")
-
-
 def manifest_text(manifest: dict[str, Any]) -> str:
     """``city.toml`` text for a manifest dict (name, crs, [layers], [labels.*])."""
-    lines = [f"{k} = {_toml_value(manifest[k])}" for k in ("name", "crs") if manifest.get(k)]
+    lines = [f"{k} = {toml_value(manifest[k])}" for k in ("name", "crs") if manifest.get(k)]
     lines += ["", "[layers]"]
-    lines += [f"{k} = {_toml_value(v)}" for k, v in manifest.get("layers", {}).items()]
+    lines += [f"{k} = {toml_value(v)}" for k, v in manifest.get("layers", {}).items()]
     for name, spec in manifest.get("labels", {}).items():
         key = name if re.fullmatch(r"[A-Za-z0-9_-]+", name) else json.dumps(name)
         lines += ["", f"[labels.{key}]"]
-        lines += [f"{k} = {_toml_value(v)}" for k, v in spec.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in spec.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -89,13 +89,14 @@ def make_config(path: Path | None = None, **overrides: Any) -> RunConfig:
         raise ConfigError(_describe(exc, source)) from None
 
 
-def _toml_scalar(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """A TOML literal for a str, bool, number or list of them."""
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
     if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_scalar(v) for v in value) + "]"
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
     return json.dumps(str(value))  # JSON string escapes are valid TOML basic strings
 
 
@@ -103,13 +104,13 @@ def config_toml(config: RunConfig) -> str:
     """The resolved config as TOML that ``--config`` reads back (unset values left out)."""
     data = config.model_dump(mode="json", exclude_none=True)
     data["scales"] = [s.label for s in config.scales]
-    lines = [f"{k} = {_toml_scalar(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    lines = [f"{k} = {toml_value(v)}" for k, v in data.items() if not isinstance(v, dict)]
 
     def tables(prefix: str, value: dict[str, Any]) -> None:
         flat = {k: v for k, v in value.items() if not isinstance(v, dict)}
         if flat:
             lines.extend(["", f"[{prefix}]"])
-            lines.extend(f"{k} = {_toml_scalar(v)}" for k, v in flat.items())
+            lines.extend(f"{k} = {toml_value(v)}" for k, v in flat.items())
         for k, v in value.items():
             if isinstance(v, dict):
                 tables(f"{prefix}.{json.dumps(k) if not k.isidentifier() else k}", v)

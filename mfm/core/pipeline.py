@@ -17,7 +17,14 @@ from rich.table import Table
 from mfm.core.cache import FeatureCache
 from mfm.core.city import City
 from mfm.core.config import RunConfig, plugin_options
-from mfm.core.constants import POI_EMBEDDINGS, POI_ID, REGION_EMBEDDINGS, REGION_ID, RUN_MANIFEST
+from mfm.core.constants import (
+    LAYERS,
+    POI_EMBEDDINGS,
+    POI_ID,
+    REGION_EMBEDDINGS,
+    REGION_ID,
+    RUN_MANIFEST,
+)
 from mfm.core.embed import write_embeddings, write_json
 from mfm.core.errors import MfmError, PluginError
 from mfm.core.export import BASELINE_FILE, export_embeddings, raw_features, write_baselines
@@ -268,11 +275,7 @@ def _train_and_export(
                 "name": city.name,
                 "root": str(Path(city.root).resolve()),
                 "crs": city.crs,
-                "hashes": {
-                    layer: city.fingerprint(layer)
-                    for layer in ("pois", "roads", "regions", "svi", "satellite", "trajectories")
-                    if city.has(layer)
-                },
+                "hashes": {layer: city.fingerprint(layer) for layer in LAYERS if city.has(layer)},
             },
             "plugins": [
                 {"name": p.name, "version": p.version, "package": p.package} for p in plan.plugins

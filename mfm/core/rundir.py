@@ -16,11 +16,10 @@ from typing import Any
 from mfm.core.atomic import write_json
 from mfm.core.city import City
 from mfm.core.config import RunConfig
-from mfm.core.constants import RUN_MANIFEST
+from mfm.core.constants import LAYERS, RUN_MANIFEST
 from mfm.core.errors import MfmError
 
 IDENTITY = "run.json"
-LAYERS = ("pois", "roads", "regions", "svi", "satellite", "trajectories")
 # settings that change where or how fast a run goes, not what it computes
 VOLATILE = {"out", "quiet", "device", "num_workers", "cache_dir", "city", "plugins"}
 CHECKPOINTS = "checkpoints"

@@ -11,6 +11,7 @@ def test_resume_refuses_another_run_and_finds_its_city(tiny_city, tmp_path):
     out = tmp_path / "run"
     first = mfm("run", "--city", tiny_city, "--out", out, *FAST)
     assert first.returncode == 0, first.stderr
+    assert f"next: mfm eval {out} && mfm report {out}" in " ".join(first.stderr.split())
     identity = json.loads((out / "run.json").read_text())
     assert identity["city"] == str(tiny_city.resolve()) and "pois" in identity["layers"]
     other = mfm("run", "--out", out, "--resume", *FAST[2:], "--plugins", "osm")
