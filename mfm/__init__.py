@@ -58,6 +58,8 @@ _EXPORTS: dict[str, str] = {
     # running
     "RunConfig": "mfm.core.config",
     "make_config": "mfm.core.config",
+    "load": "mfm.core.trained",
+    "TrainedModel": "mfm.core.trained",
 }
 
 __all__ = [
@@ -78,6 +80,7 @@ __all__ = [
     "RunConfig",
     "Scale",
     "SceneEncoder",
+    "TrainedModel",
     "UrbanModel",
     "View",
     "Views",
@@ -85,6 +88,7 @@ __all__ = [
     "freeze",
     "hookimpl",
     "info_nce",
+    "load",
     "log",
     "make_config",
     "progress_bar",
@@ -130,4 +134,5 @@ if TYPE_CHECKING:
     from mfm.core.progress import log, progress_bar
     from mfm.core.scales import Scale
     from mfm.core.scene import SceneEncoder
+    from mfm.core.trained import TrainedModel, load
     from mfm.core.views import Views

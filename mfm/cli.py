@@ -127,6 +127,23 @@ def run(
         raise typer.Exit(130) from None
 
 
+@app.command("embed")
+def embed_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by mfm run")],
+    city: Annotated[Path, typer.Option(help="The city bundle to embed")],
+    out: Annotated[Path, typer.Option(help="Directory to write the embeddings into")],
+    device: Annotated[
+        str | None, typer.Option(help="auto | cpu | cuda (default: the run's)")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace what --out holds")] = False,
+    quiet: Annotated[bool, typer.Option(help="Log lines instead of progress bars")] = False,
+) -> None:
+    """Embed another city with a trained run's model (same outputs as mfm run)."""
+    from mfm.core.trained import load
+
+    load(run_dir).embed(city, out, device=device, overwrite=overwrite, quiet=quiet)
+
+
 @app.command("eval")
 def eval_command(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by mfm run")],

@@ -38,4 +38,4 @@ def test_a_poi_only_bundle_without_roads_runs_poi_local_and_global(tiny_city, tm
     assert [s["name"] for s in manifest["stages"]] == ["poi", "local", "global"]
     region = result.region
     assert region is not None and np.isfinite(region).all()
-    assert region.shape[1] == 2 * config.dim  # [E_G of the micro graph, mean POI]
+    assert region.shape[1] == 3 * config.dim + 3  # [E_G(micro graph), mean POI, amount, size]

@@ -180,6 +180,18 @@ class City:
             self._cache["area"] = area
         return self._cache["area"]
 
+    def poi_counts(self) -> np.ndarray:
+        """Number of POIs in each region, int64 [N_regions]."""
+        owner = self.poi_region()
+        return np.bincount(owner[owner >= 0], minlength=len(self.regions))
+
+    def region_size(self) -> np.ndarray:
+        """Each region's size ``[N_regions, 3]``: log(1 + POIs), log area in km², log(1 +
+        POIs per km²): what a mean over the region's POIs cannot say."""
+        n = self.poi_counts().astype(np.float64)
+        km2 = np.maximum(self.region_area_m2() / 1e6, 1e-6)
+        return np.column_stack([np.log1p(n), np.log(km2), np.log1p(n / km2)])
+
     def fingerprint(self, layer: str) -> str:
         """Short sha256 (16 hex chars) of a layer file's bytes; ``"labels:<name>"`` for labels."""
         key = f"fp:{layer}"

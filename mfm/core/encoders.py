@@ -6,6 +6,8 @@ Heavy libraries (transformers, torchvision) are imported inside the functions, s
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
@@ -55,6 +57,35 @@ def load_text_encoder(model: str) -> tuple[object, nn.Module]:
             "Hugging Face id in [plugin.osm] model"
         ) from None
     return tokenizer, encoder.eval()
+
+
+def _sha256(paths: Sequence[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+@functools.cache
+def text_backbone(model: str) -> dict[str, str | None]:
+    """Identity of a text encoder: its id and a hash of its weight files (None when only
+    a hub id, not yet downloaded, is known)."""
+    path = Path(resolve_text_model(model))
+    found = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    files = found if path.is_dir() else []
+    return {"model": model, "sha256": _sha256(files) if files else None}
+
+
+@functools.cache
+def resnet_backbone(weights: str) -> dict[str, str | None]:
+    """Identity of a ResNet18 backbone: its weights option and a hash of its state dict."""
+    digest = hashlib.sha256()
+    for name, value in build_resnet18(weights).state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return {"model": "resnet18", "weights": weights, "sha256": digest.hexdigest()[:16]}
 
 
 def pool(hidden: Tensor, mask: Tensor, how: Literal["mean", "cls"]) -> Tensor:

@@ -45,17 +45,32 @@ def pois_to_regions(city: City, poi: np.ndarray) -> np.ndarray:
     return region_mean(poi, city.poi_region(), len(city.regions)).astype(np.float32)
 
 
+def region_embedding(city: City, poi: np.ndarray, graph: np.ndarray | None) -> np.ndarray:
+    """The exported region embedding: ``[E_G, mean POI, amount, size]``.
+
+    - ``E_G``: GLOBAL's region embeddings (its macro and micro graphs), unit rows, when it ran;
+    - ``mean POI``: the unit mean of the region's POI embeddings (what is there);
+    - ``amount``: the same row times the region's POI count over the city's mean count, so
+      that extensive quantities (population, jobs), which grow with how much is there, are
+      linear in the embedding (a mean cannot say how many);
+    - ``size``: :meth:`City.region_size` (log POIs, log area, log POI density), z-scored
+      over the city, divided by sqrt(3) so the block has norm ~1 like the others.
+    """
+    mean = _unit(pois_to_regions(city, poi))
+    count = city.poi_counts().astype(np.float64)
+    amount = mean * (count / max(count.mean(), 1e-12))[:, None]
+    size = standardized(city.region_size()) / np.sqrt(3.0)
+    blocks = ([] if graph is None else [_unit(graph)]) + [mean, amount, size]
+    return np.hstack(blocks).astype(np.float32)
+
+
 @torch.no_grad()
 def export_embeddings(
     model: UrbanModel, objectives: list[Objective], city: City, device: torch.device
 ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray | None]:
-    """(POI embeddings, extra POI columns, region embeddings or None) of ``model`` now.
-
-    The region embedding is the mean of the region's POI embeddings; when an objective
-    defines region embeddings (GLOBAL's ``E_G``, a function of the macro views only), the
-    last one's unit rows come first, then the unit POI mean: ``[E_G, mean POI]`` (2d wide),
-    so that every selected modality reaches the region embedding.
-    """
+    """(POI embeddings, extra POI columns, region embeddings or None) of ``model`` now;
+    the region rows are :func:`region_embedding` (GLOBAL's the last objective's that
+    defines region embeddings)."""
     was_training = model.training
     model.eval()
     try:
@@ -67,13 +82,12 @@ def export_embeddings(
         }
         region = None
         if city.has("regions"):
-            reg = next(
+            graph = next(
                 (e for o in reversed(objectives) if (e := o.region_embeddings()) is not None),
                 None,
             )
-            region = pois_to_regions(city, poi)
-            if reg is not None:  # the macro graph, beside the region's own POI views
-                region = np.hstack([_unit(reg.float().cpu().numpy()), _unit(region)])
+            graph_np = graph.float().cpu().numpy() if graph is not None else None
+            region = region_embedding(city, poi, graph_np)
     finally:
         model.train(was_training)
     return poi, extra, region
@@ -85,9 +99,10 @@ def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.where(norm > 0, norm, 1.0)).astype(np.float32)
 
 
-def _standardized(x: torch.Tensor) -> np.ndarray:
-    """Per-dimension z-scores over the rows (constant dimensions become 0)."""
-    a = x.detach().float().cpu().numpy().astype(np.float64)
+def standardized(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Per-dimension z-scores over the rows (constant dimensions become 0), float32."""
+    a = x.detach().float().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    a = a.astype(np.float64)
     std = a.std(axis=0)
     return ((a - a.mean(axis=0)) / np.where(std > 1e-12, std, 1.0)).astype(np.float32)
 
@@ -95,9 +110,9 @@ def _standardized(x: torch.Tensor) -> np.ndarray:
 def raw_features(model: UrbanModel, city: City) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(POI, region) raw inputs: each modality's frozen features standardized, concatenated.
 
-    POI level: the POI views' features (text, footprint, street view). Region level: the
-    mean of the region's POI rows, then the region views' features (satellite, mobility),
-    matching what the exported embeddings are built from.
+    POI level: the POI views' features (text, footprint, street view). Region level: as
+    :func:`region_embedding` builds it from the POI rows (mean, amount, size), then the
+    region views' features (satellite, mobility): what the exported embeddings come from.
     """
     blocks: dict[View, list[np.ndarray]] = {View.POI: [], View.REGION: []}
     for mod in model.modalities.values():
@@ -105,11 +120,11 @@ def raw_features(model: UrbanModel, city: City) -> tuple[np.ndarray | None, np.n
         feats = mod.raw_features()
         view = View.POI if View.POI in mod.views else View.REGION
         if feats is not None:
-            blocks[view].append(_standardized(feats))
+            blocks[view].append(standardized(feats))
     poi = np.concatenate(blocks[View.POI], axis=1) if blocks[View.POI] else None
     if not city.has("regions"):
         return poi, None
-    region_blocks = [pois_to_regions(city, poi)] if poi is not None else []
+    region_blocks = [region_embedding(city, poi, None)] if poi is not None else []
     region_blocks += blocks[View.REGION]
     region = np.concatenate(region_blocks, axis=1) if region_blocks else None
     return poi, region

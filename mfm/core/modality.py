@@ -117,6 +117,11 @@ class Modality(nn.Module, ABC):
         feats = getattr(self, "features", None)
         return feats if isinstance(feats, Tensor) and feats.dim() == 2 else None
 
+    def backbone(self) -> dict[str, object] | None:
+        """Identity (model id, weights hash) of the frozen backbone whose features this
+        modality reads, or None. A run records it; ``mfm embed`` checks it is unchanged."""
+        return None
+
     def fingerprint(self) -> dict[str, object]:
         """What identifies this modality's frozen features (for the run manifest)."""
         return self.options.model_dump(mode="json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import shutil
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,11 +35,12 @@ from mfm.core.model import UrbanModel
 from mfm.core.objective import Objective
 from mfm.core.plugins import PluginInfo, Registry, load_registry
 from mfm.core.progress import console, log
-from mfm.core.rundir import claim_out, default_out, release_out, run_identity
+from mfm.core.rundir import CHECKPOINTS, claim_out, default_out, release_out, run_identity
 from mfm.core.scales import SLOT_DESCRIPTIONS, Scale
 from mfm.core.scene import SceneEncoder
 from mfm.core.trainer import Runtime, Trainer, TrainSettings, init_runtime
 from mfm.core.views import Views
+from mfm.core.weights import MODEL_FILE, round_to_shipped, save_model
 
 
 @dataclass
@@ -199,28 +201,7 @@ def _train_and_export(
             log(f"note: {note}")
 
     cache = FeatureCache(config.cache_dir)
-    ctx = Context(
-        city,
-        config,
-        cache,
-        rt.device,
-        config.dim,
-        quiet=quiet,
-        rank=rt.rank,
-        scene_encoders=plan.scene_encoders,
-    )
-    for first in (True, False):  # rank 0 fills the feature cache, the others read it
-        if first == rt.is_main:
-            torch.manual_seed(config.seed)
-            for mod in plan.modalities:
-                mod.prepare(ctx)
-        rt.barrier()
-    objectives = plan.runnable
-    model = UrbanModel(plan.modalities, objectives, config.dim)
-    torch.manual_seed(config.seed)
-    for obj in objectives:
-        obj.prepare(ctx)
-    model.to(rt.device)
+    model, objectives = build_model(plan, city, config, cache, rt, quiet)
 
     settings = TrainSettings(
         epochs=config.epochs,
@@ -250,6 +231,7 @@ def _train_and_export(
         kill_point("baselines")
     trainer = Trainer(model, settings, rt, out)
     history = trainer.fit(objectives, resume=resume)
+    round_to_shipped(model)  # the weights model.safetensors holds, so embed reproduces these
     checksums = trainer.replica_checksums()
 
     poi_np, poi_extra, region_np = export_embeddings(model, objectives, city, rt.device)
@@ -259,28 +241,18 @@ def _train_and_export(
     )
     if rt.is_main:
         kill_point("export")
-        write_embeddings(result.poi_embeddings, city.pois[[POI_ID, "geometry"]], poi_np, poi_extra)
-        if region_np is not None:
-            result.region_embeddings = out / REGION_EMBEDDINGS
-            regions = city.regions[[REGION_ID, "geometry"]].copy()
-            regions["n_pois"] = np.bincount(
-                city.poi_region()[city.poi_region() >= 0], minlength=len(regions)
-            )
-            write_embeddings(result.region_embeddings, regions, region_np)
+        result.region_embeddings = write_outputs(out, city, poi_np, poi_extra, region_np)[1]
+        save_model(model, out / MODEL_FILE, {"history": [r.__dict__ for r in history]})
         manifest = {
             "mfm_version": dist_version("urban-mfm"),
             "created": datetime.now().isoformat(timespec="seconds"),
             "config": config.model_dump(mode="json"),
-            "city": {
-                "name": city.name,
-                "root": str(Path(city.root).resolve()),
-                "crs": city.crs,
-                "hashes": {layer: city.fingerprint(layer) for layer in LAYERS if city.has(layer)},
-            },
+            "city": city_record(city),
             "plugins": [
                 {"name": p.name, "version": p.version, "package": p.package} for p in plan.plugins
             ],
             "modalities": {m.name: m.fingerprint() for m in plan.modalities},
+            "backbones": {m.name: b for m in plan.modalities if (b := m.backbone()) is not None},
             "plan": [
                 {
                     "objective": e.objective,
@@ -302,17 +274,12 @@ def _train_and_export(
                 else platform.processor() or "cpu",
             },
             "feature_cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
-            "outputs": {
-                "poi_embeddings": POI_EMBEDDINGS,
-                "region_embeddings": REGION_EMBEDDINGS if region_np is not None else None,
-                "dim": int(poi_np.shape[1]),
-                "region_dim": int(region_np.shape[1]) if region_np is not None else None,
-                "baselines": BASELINE_FILE,
-            },
+            "outputs": outputs_record(poi_np, region_np) | {"model": MODEL_FILE},
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
         kill_point("manifest")
         write_json(result.manifest, manifest)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # model.safetensors stays
         console.print(
             f"[green]wrote[/] {result.poi_embeddings}"
             + (f", {result.region_embeddings}" if region_np is not None else "")
@@ -321,3 +288,72 @@ def _train_and_export(
         console.print(f"next: mfm eval {out} && mfm report {out}", highlight=False)
     rt.barrier()
     return result
+
+
+def build_model(
+    plan: RunPlan, city: City, config: RunConfig, cache: FeatureCache, rt: Runtime, quiet: bool
+) -> tuple[UrbanModel, list[Objective]]:
+    """Prepare the planned modalities (features through ``cache``) and objectives on
+    ``city`` with the run's seed, and compose them into the (initial) model."""
+    ctx = Context(
+        city,
+        config,
+        cache,
+        rt.device,
+        config.dim,
+        quiet=quiet,
+        rank=rt.rank,
+        scene_encoders=plan.scene_encoders,
+    )
+    for first in (True, False):  # rank 0 fills the feature cache, the others read it
+        if first == rt.is_main:
+            torch.manual_seed(config.seed)
+            for mod in plan.modalities:
+                mod.prepare(ctx)
+        rt.barrier()
+    objectives = plan.runnable
+    model = UrbanModel(plan.modalities, objectives, config.dim)
+    torch.manual_seed(config.seed)
+    for obj in objectives:
+        obj.prepare(ctx)
+    return model.to(rt.device), objectives
+
+
+def write_outputs(
+    out: Path,
+    city: City,
+    poi: np.ndarray,
+    poi_extra: dict[str, np.ndarray],
+    region: np.ndarray | None,
+) -> tuple[Path, Path | None]:
+    """Write the POI (and region) embeddings GeoParquet files into ``out``."""
+    poi_path = write_embeddings(
+        out / POI_EMBEDDINGS, city.pois[[POI_ID, "geometry"]], poi, poi_extra
+    )
+    if region is None:
+        return poi_path, None
+    regions = city.regions[[REGION_ID, "geometry"]].copy()
+    owner = city.poi_region()
+    regions["n_pois"] = np.bincount(owner[owner >= 0], minlength=len(regions))
+    return poi_path, write_embeddings(out / REGION_EMBEDDINGS, regions, region)
+
+
+def city_record(city: City) -> dict[str, object]:
+    """The manifest's ``city``: name, absolute root, CRS and layer hashes."""
+    return {
+        "name": city.name,
+        "root": str(Path(city.root).resolve()),
+        "crs": city.crs,
+        "hashes": {layer: city.fingerprint(layer) for layer in LAYERS if city.has(layer)},
+    }
+
+
+def outputs_record(poi: np.ndarray, region: np.ndarray | None) -> dict[str, object]:
+    """The manifest's ``outputs``: file names and widths."""
+    return {
+        "poi_embeddings": POI_EMBEDDINGS,
+        "region_embeddings": REGION_EMBEDDINGS if region is not None else None,
+        "dim": int(poi.shape[1]),
+        "region_dim": int(region.shape[1]) if region is not None else None,
+        "baselines": BASELINE_FILE,
+    }

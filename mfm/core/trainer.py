@@ -25,6 +25,7 @@ from mfm.core.modality import is_frozen
 from mfm.core.model import UrbanModel
 from mfm.core.objective import Objective
 from mfm.core.progress import log, progress_bar
+from mfm.core.weights import MODEL_FILE, read_model
 
 CHECKPOINTS = "checkpoints"
 LAST = "last"
@@ -133,6 +134,7 @@ class Trainer:
         self, model: UrbanModel, settings: TrainSettings, runtime: Runtime, out: Path
     ) -> None:
         self.model, self.s, self.rt = model, settings, runtime
+        self.out = out
         self.ckpt = out / CHECKPOINTS
         self.history: list[StageRecord] = []
         self.objectives: list[Objective] = []
@@ -307,7 +309,8 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------
     def _save(self, stage_index: int, epoch: int, opt: torch.optim.Optimizer, name: str) -> None:
-        """Write weights + optimizer (safetensors) and state (JSON) atomically, rank 0 only."""
+        """Write weights (+ the optimizer mid-stage: a new stage starts a fresh one) as
+        safetensors and the state as JSON, atomically, rank 0 only."""
         if self.rt.is_main:
             self.ckpt.mkdir(parents=True, exist_ok=True)
             tensors = {
@@ -315,9 +318,10 @@ class Trainer:
                 for k, v in self.model.state_dict().items()
             }
             opt_state = opt.state_dict()
-            for pid, st in opt_state["state"].items():
-                for k, v in st.items():
-                    tensors[f"optim/{pid}/{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
+            if epoch > 0:  # mid-stage: the next epoch continues this optimizer
+                for pid, st in opt_state["state"].items():
+                    for k, v in st.items():
+                        tensors[f"optim/{pid}/{k}"] = torch.as_tensor(v).detach().cpu().contiguous()
             meta = {
                 "stage_index": stage_index,
                 "epoch": epoch,
@@ -335,6 +339,10 @@ class Trainer:
 
     def _load_last(self) -> dict | None:
         path = self.ckpt / f"{LAST}.json"
+        if not path.exists() and (self.out / MODEL_FILE).is_file():  # a finished run
+            weights, meta = read_model(self.out / MODEL_FILE, self.rt.device)
+            self.model.load_state_dict(weights)
+            return {"stage_index": len(self.objectives), "epoch": 0} | meta
         if not path.exists():
             if self.rt.is_main:
                 log(f"--resume: no checkpoint in {self.ckpt}; starting from the beginning")

@@ -86,23 +86,15 @@ def tag_pairs(tags: list[dict[str, str]], rows: np.ndarray, n_rows: int) -> sp.c
     return mat
 
 
-def region_density(city: City) -> np.ndarray:
-    """``[R, 3]``: log(1 + POI count), log(1 + POIs per km²), log area in km²."""
-    region = city.poi_region()
-    n = np.bincount(region[region >= 0], minlength=len(city.regions)).astype(np.float64)
-    km2 = np.maximum(city.regions.geometry.to_crs(city.crs).area.to_numpy() / 1e6, 1e-6)
-    return np.column_stack([np.log1p(n), np.log1p(n / km2), np.log(km2)])
-
-
 def counts_features(city: City, level: str) -> np.ndarray:
-    """Region: tf-idf of tag-pair counts plus :func:`region_density` ``[R, V + 3]``;
+    """Region: tf-idf of tag-pair counts plus ``City.region_size`` ``[R, V + 3]``;
     POI: the POI's own tag pairs ``[P, V]``."""
     tags = city.poi_tags()
     if level == "poi":
         return tag_pairs(tags, np.arange(len(tags)), len(tags)).toarray()
     counts = tag_pairs(tags, city.poi_region(), len(city.regions))
     tfidf = TfidfTransformer().fit_transform(counts) if counts.shape[1] else counts
-    return np.hstack([tfidf.toarray(), region_density(city)])
+    return np.hstack([tfidf.toarray(), city.region_size()])
 
 
 def poi_text_features(

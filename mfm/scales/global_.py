@@ -44,6 +44,7 @@ from torch import Tensor, nn
 
 from mfm.core.city import City
 from mfm.core.errors import MfmError
+from mfm.core.export import standardized
 from mfm.core.graphs import Neighbours, group_members, polygon_adjacency
 from mfm.core.hookspecs import hookimpl
 from mfm.core.losses import DEFAULT_TAU, info_nce
@@ -102,17 +103,6 @@ def _segments(count: Tensor) -> tuple[Tensor, Tensor]:
     return seg, torch.arange(int(count.sum())) - first
 
 
-def _size_inputs(counts: Tensor, area_m2: np.ndarray) -> Tensor:
-    """Per region ``[R, 3]``: log(1 + POIs), log area, log(1 + POIs per km2), each
-    standardized over the city's regions (what a mean of POI views cannot say)."""
-    n = counts.double().numpy()
-    area = np.maximum(np.asarray(area_m2, dtype=np.float64), 1.0)
-    x = np.stack([np.log1p(n), np.log(area), np.log1p(n / area * 1e6)], axis=1)
-    std = x.std(axis=0)
-    x = (x - x.mean(axis=0)) / np.where(std > 1e-9, std, 1.0)
-    return torch.as_tensor(x, dtype=torch.float32)
-
-
 class GlobalObjective(Objective):
     """Items are regions; a batch contrasts each region's star graph with its swapped twin."""
 
@@ -167,7 +157,8 @@ class GlobalObjective(Objective):
                 f"L_global: only {len(self.items)} region(s) have a view; it needs 2 or more "
                 "(use finer regions or drop the global scale with --scales)"
             )
-        self.size_inputs = _size_inputs(self.counts, ctx.city.region_area_m2())
+        # the region's size (City.region_size), z-scored over the city's regions
+        self.size_inputs = torch.as_tensor(standardized(ctx.city.region_size()))
         self.gat = GraphEncoder(ctx.dim, opts.heads, opts.layers, opts.conv)
         self.size = nn.Linear(self.size_inputs.shape[1], ctx.dim)
         self.poi_fusion = nn.ModuleDict(

@@ -247,13 +247,10 @@ def test_neighbours_can_be_kept_out_of_the_negatives(ctx, text):
     assert torch.isfinite(loss)
 
 
-def test_size_code_inputs_are_count_area_and_density_standardized():
-    from mfm.scales.global_ import _size_inputs
+def test_size_code_is_the_standardized_region_size(ctx, text):
+    from mfm.core.export import standardized
 
-    counts = torch.tensor([0, 4, 40, 400])
-    area = np.array([1e6, 1e6, 4e6, 1e6])
-    x = _size_inputs(counts, area).double()
-    assert x.shape == (4, 3) and torch.allclose(x.mean(0), torch.zeros(3).double(), atol=1e-6)
-    assert torch.all(x[1:, 0].diff() > 0)  # more POIs, larger count code
-    assert x[2, 1] == x[:, 1].max()  # the large region
-    assert x[2, 2] < x[3, 2] and x[2, 2] > x[1, 2]  # 10 vs 400 vs 4 POIs per km2
+    _model, obj = _build(ctx, [fresh_text(ctx, text)])
+    expected = standardized(ctx.city.region_size())
+    np.testing.assert_allclose(obj.size_inputs.numpy(), expected, atol=1e-6)
+    assert obj.size_inputs.shape == (len(ctx.city.regions), 3)

@@ -35,6 +35,11 @@ class OsmText(Modality):
         super().__init__(options)
         self.encoder: nn.Module | None = None  # the transformer, only when fine-tuning
 
+    def backbone(self) -> dict[str, object] | None:
+        from mfm.core.encoders import text_backbone
+
+        return dict(text_backbone(self.options.model))
+
     def prepare(self, ctx: Context) -> None:
         opts = self.options
         feats = poi_text_features(ctx.city, opts, ctx.cache, ctx.device, ctx.quiet)

@@ -91,6 +91,11 @@ class PolygonModality(Modality):
             )
         return None
 
+    def backbone(self) -> dict[str, object] | None:
+        from mfm.core.encoders import resnet_backbone
+
+        return dict(resnet_backbone(self.options.weights))
+
     def prepare(self, ctx: Context) -> None:
         opts = self.options
         city = ctx.city

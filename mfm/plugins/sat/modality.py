@@ -77,6 +77,11 @@ class SatModality(Modality):
     Options = SatOptions
     options: SatOptions
 
+    def backbone(self) -> dict[str, object] | None:
+        from mfm.core.encoders import resnet_backbone
+
+        return dict(resnet_backbone(self.options.weights))
+
     def prepare(self, ctx: Context) -> None:
         opts = self.options
         city = ctx.city

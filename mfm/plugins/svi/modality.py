@@ -141,6 +141,11 @@ class SviModality(Modality):
     Options = SviOptions
     options: SviOptions
 
+    def backbone(self) -> dict[str, object] | None:
+        from mfm.core.encoders import resnet_backbone
+
+        return dict(resnet_backbone(self.options.weights))
+
     def prepare(self, ctx: Context) -> None:
         opts = self.options
         city = ctx.city
