@@ -146,7 +146,20 @@ def embed_command(
 
 @app.command("eval")
 def eval_command(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory written by mfm run")],
+    run_dir: Annotated[
+        Path | None, typer.Argument(help="A run directory written by mfm run")
+    ] = None,
+    embeddings: Annotated[
+        Path | None,
+        typer.Option(help="Score this table instead of a run: .parquet, .csv or .npy (--ids)"),
+    ] = None,
+    ids: Annotated[Path | None, typer.Option(help="Ids of a .npy's rows (one per line)")] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="Id column of --embeddings (default: region_id/poi_id)")
+    ] = None,
+    column: Annotated[
+        str | None, typer.Option(help="List column of --embeddings holding the vectors")
+    ] = None,
     task: Annotated[
         str | None, typer.Option(help="Labelled task of the city (default: all)")
     ] = None,
@@ -164,32 +177,64 @@ def eval_command(
     seed: Annotated[int, typer.Option(help="First seed")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON")] = False,
     city: Annotated[
-        Path | None, typer.Option(help="The run's city bundle, if it moved (default: recorded)")
+        Path | None,
+        typer.Option(help="The city bundle (--embeddings), or the run's if it moved"),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Directory for <task>.json/.md (default: RUN_DIR/eval, FILE-eval)"),
     ] = None,
 ) -> None:
     """Probe frozen embeddings on labelled tasks against baselines; writes RUN_DIR/eval/."""
     from rich.console import Console
 
-    from mfm.eval import evaluate, list_tasks, rich_table, write_eval
+    from mfm.eval import (
+        embeddings_city,
+        evaluate,
+        evaluate_embeddings,
+        list_tasks,
+        read_embedding_table,
+        rich_table,
+        write_eval,
+    )
 
-    names = [task] if task or labels else list(list_tasks(run_dir, city))
+    if (run_dir is None) == (embeddings is None):
+        raise MfmError(
+            "pass either RUN_DIR or --embeddings FILE (with --city BUNDLE), not "
+            + ("both" if run_dir is not None else "neither")
+        )
     chosen = [b.strip() for b in baselines.split(",") if b.strip()]
+    opts = {"labels": labels, "level": level, "kind": kind, "split": split, "runs": runs}
+    opts |= {"probe": probe, "baselines": chosen, "seed": seed}
+    if embeddings is not None:
+        table = read_embedding_table(embeddings, ids=ids, id_column=id_column, column=column)
+        bundle = embeddings_city(table, city)
+        names = [task] if task or labels else table.tasks(bundle)
+        if not names and bundle.labels:
+            raise MfmError(
+                f"city {bundle.name!r} has no {table.level(bundle)}-level task for "
+                f"{embeddings}; pass --labels FILE.csv"
+            )
+        dest = out or embeddings.with_name(f"{embeddings.stem}-eval")
+
+        def score(name: str | None) -> dict[str, object]:
+            return evaluate_embeddings(table, bundle, name, **opts)
+    else:
+        assert run_dir is not None
+        flags = (("--ids", ids), ("--id-column", id_column), ("--column", column))
+        given = [flag for flag, value in flags if value]
+        if given:
+            raise MfmError(f"{given[0]} goes with --embeddings FILE, not with a RUN_DIR")
+        names = [task] if task or labels else list(list_tasks(run_dir, city))
+        dest = out
+
+        def score(name: str | None) -> dict[str, object]:
+            return evaluate(run_dir, name, city=city, **opts)
+
     outputs = []
     for name in names or [None]:
-        result = evaluate(
-            run_dir,
-            name,
-            labels=labels,
-            level=level,
-            kind=kind,
-            split=split,
-            runs=runs,
-            probe=probe,
-            baselines=chosen,
-            seed=seed,
-            city=city,
-        )
-        write_eval(run_dir, result)
+        result = score(name)
+        write_eval(run_dir, result, out=dest)
         outputs.append(result)
         if not as_json:
             Console().print(rich_table(result))
@@ -254,10 +299,16 @@ def plugins_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for machines")] = False,
 ) -> None:
     """List installed plugins, their modalities and objectives with their scale slot."""
-    from mfm.core.plugins import load_registry
+    from mfm.core.plugin_index import read_index
 
-    registry = load_registry(require=())  # a broken plugin is a warning here, not the end
-    records = [p.as_json() for p in registry.plugins.values()]
+    index = read_index()  # written by main() when the plugins were loaded: no torch import
+    if index is not None:
+        records = index["plugins"]
+    else:
+        from mfm.core.plugins import load_registry
+
+        registry = load_registry(require=())  # a broken plugin is a warning, not the end
+        records = [p.as_json() for p in registry.plugins.values()]
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
@@ -508,13 +559,38 @@ def city_validate(root: Annotated[Path, typer.Argument(help="City bundle directo
     typer.echo(f"{root}: ok")
 
 
+def _plugin_commands(first: str) -> None:
+    """Add the plugins' commands: the real ones for a command that runs; for ``--help``,
+    ``--version`` and ``plugins``, what the plugin index remembers (no plugin import)."""
+    from mfm.core.plugin_index import read_index, signature, write_index
+
+    if first in ("--help", "-h", "--version", "plugins"):
+        index = read_index()
+        if index is not None:
+            for owner, commands in index["commands"].items():
+                for c in commands:
+                    help_text = f"{c['help']} (plugin {owner})".strip()
+                    panel = "Plugin commands"
+                    app.command(c["name"], help=help_text, rich_help_panel=panel)(_remembered)
+            return
+        if first == "--version":
+            return
+    from mfm.core.plugins import load_registry, register_commands
+
+    registry = load_registry(require=())
+    commands = register_commands(registry, app)
+    if {row[0] for row in signature()} <= set(registry.plugins):  # every plugin loaded
+        write_index([p.as_json() for p in registry.plugins.values()], commands)
+
+
+def _remembered() -> None:
+    """Stands in for a plugin command in ``mfm --help`` (never run: see _plugin_commands)."""
+
+
 def main() -> None:
     """Console entry point: user errors are one line on stderr and exit code 2."""
     try:
-        from mfm.core.plugins import load_registry, register_commands
-
-        if len(sys.argv) > 1 and sys.argv[1] not in ("--help", "-h", "--version"):
-            register_commands(load_registry(require=()), app)
+        _plugin_commands(sys.argv[1] if len(sys.argv) > 1 else "--help")
         app()
     except MfmError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -1,4 +1,6 @@
-"""On-disk cache of frozen backbone features, keyed by model, input and preprocessing."""
+"""On-disk cache of frozen backbone features, keyed by model, input and preprocessing.
+
+Importing it does not import torch (``default_cache_dir`` serves the light CLI paths)."""
 
 from __future__ import annotations
 
@@ -7,11 +9,12 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-
-import torch
-from safetensors.torch import load_file, save_file
+from typing import TYPE_CHECKING
 
 from mfm.core.atomic import atomic_path
+
+if TYPE_CHECKING:
+    import torch
 
 CACHE_ENV = "MFM_CACHE"
 
@@ -59,6 +62,8 @@ class FeatureCache:
         compute: Callable[[], dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
         """Load the cached tensors for ``parts`` or compute, store and return them."""
+        from safetensors.torch import load_file, save_file
+
         path = self.path(kind, parts)
         if self.enabled and path.exists():
             self.hits += 1

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from importlib.metadata import EntryPoint, entry_points
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 from pluggy import HookCaller
@@ -23,6 +23,8 @@ from mfm.core.hookspecs import PROJECT
 from mfm.core.progress import log
 
 if TYPE_CHECKING:
+    import typer
+
     from mfm.core.modality import Modality
     from mfm.core.objective import Objective
     from mfm.core.scene import SceneEncoder
@@ -202,12 +204,25 @@ def _collect(pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
                 ) from None
 
 
-def register_commands(registry: Registry, app: object) -> None:
-    """Let every plugin add CLI commands."""
+def register_commands(registry: Registry, app: typer.Typer) -> dict[str, list[dict[str, str]]]:
+    """Let every plugin add CLI commands; returns each plugin's ``{"name", "help"}`` list."""
+    added: dict[str, list[dict[str, str]]] = {}
     for owner, call in _each_plugin(registry.pm, "register_commands"):
+        before = len(app.registered_commands), len(app.registered_groups)
         try:
             call(app=app)
         except Exception as exc:
             raise PluginError(
                 f"plugin {owner!r} raised in register_commands ({type(exc).__name__}: {exc})"
             ) from None
+        new = app.registered_commands[before[0] :] + app.registered_groups[before[1] :]
+        added[owner] = [_command_record(info) for info in new]
+    return added
+
+
+def _command_record(info: Any) -> dict[str, str]:
+    """Name and first help line of a typer CommandInfo / TyperInfo."""
+    callback = info.callback or getattr(getattr(info, "typer_instance", None), "info", None)
+    name = info.name or (getattr(info.callback, "__name__", "?").replace("_", "-"))
+    text = info.help or (getattr(callback, "__doc__", None) if callable(callback) else None) or ""
+    return {"name": name, "help": text.strip().splitlines()[0] if text.strip() else ""}
