@@ -77,8 +77,14 @@ def _rel(region_id: str, ext: str) -> str:
 
 
 def _open(raster: Path) -> DatasetReader:
-    import rasterio
-    from rasterio.errors import RasterioError
+    try:
+        import rasterio
+        from rasterio.errors import RasterioError
+    except ImportError:
+        raise CityError(
+            f"cropping tiles from {raster} needs rasterio: pip install 'urban-mfm[raster]' "
+            "(or pass --images with ready tiles)"
+        ) from None
 
     if not raster.is_file():
         raise CityError(f"{raster} not found; pass a GeoTIFF")

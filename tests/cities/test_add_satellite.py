@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import geopandas as gpd
@@ -230,3 +231,13 @@ def test_bundle_without_regions(tmp_path: Path) -> None:
         staging.add_layer("pois", pois)
     with pytest.raises(CityError, match=r"no regions layer.*mfm city from-osm --regions"):
         add_satellite(root, images=tmp_path)
+
+
+def test_without_the_raster_extra_the_error_says_how_to_get_it(
+    bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tif = tmp_path / "x.tif"
+    tif.write_bytes(b"not needed")
+    monkeypatch.setitem(sys.modules, "rasterio", None)  # import rasterio -> ImportError
+    with pytest.raises(CityError, match=r"urban-mfm\[raster\]"):
+        add_satellite(bundle, raster=tif)
