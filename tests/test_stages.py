@@ -24,7 +24,7 @@ def full_model(tiny_city, cache_dir):
     )
     city = City.load(tiny_city)
     plan = plan_run(config, city)
-    assert plan.objectives == ["poi", "svi", "local", "sate", "global"]
+    assert plan.objectives == ["poi", "svi", "local", "sate", "flow", "global"]
     ctx = Context(city, config, FeatureCache(cache_dir), torch.device("cpu"), 32, quiet=True)
     for mod in plan.modalities:
         mod.prepare(ctx)
@@ -40,7 +40,7 @@ def full_model(tiny_city, cache_dir):
     return model, objectives
 
 
-@pytest.mark.parametrize("stage", ["poi", "svi", "local", "sate", "global"])
+@pytest.mark.parametrize("stage", ["poi", "svi", "local", "sate", "flow", "global"])
 def test_stage_trains_its_modules(full_model, stage):
     model, objectives = full_model
     obj = next(o for o in objectives if o.name == stage)

@@ -849,7 +849,7 @@ def _write_labels(root: Path, net: Network, lat: Latents, pois: Pois) -> None:
 
 def _declare(manifest: dict) -> None:
     """List the six layers and three labelled tasks in the manifest."""
-    manifest["layers"] = {layer: f"{layer}.parquet" for layer in LAYERS}
+    manifest["layers"] = {layer: f"{layer}.parquet" for layer in LAYERS if layer != "od"}
     manifest["labels"] = {
         task: {"path": f"labels/{task}.csv", "level": level, "kind": kind}
         for task, level, kind in [

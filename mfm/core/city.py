@@ -23,6 +23,7 @@ from mfm.core.constants import (
     LAYERS,
     LEVEL_ID,
     LEVEL_LAYER,
+    POI_ID,
     TAGS,
     TRAJ_ID,
     WGS84,
@@ -62,9 +63,12 @@ class City:
         name: ``name`` from city.toml (default: the directory name).
         crs: Metric CRS: ``crs`` from city.toml, else the UTM zone of the POIs.
         pois: ``poi_id``, ``geometry`` (Point), ``tags`` (JSON string), optional
-            ``footprint`` (Polygon/MultiPolygon, None where missing), extra columns kept.
+            ``footprint`` (Polygon/MultiPolygon, None where missing), extra columns kept;
+            no rows when the bundle has no pois layer (``has("pois")`` is then False).
         roads, regions, svi, satellite: The optional layers, None when absent.
         trajectories: Points sorted by ``traj_id`` then ``t``.
+        od: Trips or flow counts between regions: ``origin``, ``destination`` (region ids),
+            ``count``, optional ``slot``.
         labels: Labelled tasks by name.
         files: Layer name -> bundle-relative file path.
         label_files: Label name -> bundle-relative CSV path.
@@ -79,6 +83,7 @@ class City:
     svi: gpd.GeoDataFrame | None = None
     satellite: pd.DataFrame | None = None
     trajectories: gpd.GeoDataFrame | None = None
+    od: pd.DataFrame | None = None
     labels: dict[str, LabelSpec] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     label_files: dict[str, str] = field(default_factory=dict)
@@ -96,8 +101,8 @@ class City:
         if problems:
             raise one_line_error(problems, root)
         frames = {k: _normalize(k, v) for k, v in parsed.frames.items()}
-        pois = frames["pois"]
-        crs = parsed.crs or _guess_utm(pois)
+        frames.setdefault("pois", _no_pois())
+        crs = parsed.crs or _guess_utm(frames["pois" if "pois" in parsed.frames else "regions"])
         city = cls(
             root=root,
             name=parsed.name,
@@ -116,11 +121,13 @@ class City:
 
     def has(self, layer: str) -> bool:
         """Whether the bundle has ``layer`` (one of LAYERS)."""
+        if layer == "pois":
+            return "pois" in self.files
         return layer in LAYERS and getattr(self, layer) is not None
 
     def layer(self, layer: str) -> pd.DataFrame:
-        """Return a layer's frame; CityError when the bundle lacks it."""
-        if not self.has(layer):
+        """Return a layer's frame; CityError when the bundle lacks it (pois: no rows)."""
+        if not self.has(layer) and layer != "pois":
             raise CityError(
                 f"city {self.name!r} ({self.root}) has no {layer} layer; add layers.{layer} "
                 f"to {CITY_MANIFEST} or drop the plugin that needs it"
@@ -164,7 +171,7 @@ class City:
         """Index into regions of the region holding each POI (nearest if none), -1 if none."""
         if "poi_region" not in self._cache:
             out = np.full(len(self.pois), -1, dtype=np.int64)
-            if self.has("regions"):
+            if self.has("regions") and self.has("pois"):
                 out = _assign_regions(
                     self._metric("pois").to_numpy(), self._metric("regions").to_numpy()
                 )
@@ -246,14 +253,24 @@ def _normalize(layer: str, frame: pd.DataFrame) -> pd.DataFrame:
         frame = frame.set_crs(wgs84, allow_override=True)
     rule = LAYER_RULES[layer]
     frame[rule.id] = frame[rule.id].astype(str)
+    if layer == "od":
+        frame["destination"] = frame["destination"].astype(str)
+        frame["count"] = pd.to_numeric(frame["count"]).astype(np.float64)
     if layer == "trajectories":
         frame = frame.sort_values([TRAJ_ID, TIME], kind="stable").reset_index(drop=True)
     return frame
 
 
-def _guess_utm(pois: gpd.GeoDataFrame) -> str:
-    """The WGS84 UTM zone (EPSG:326xx north, 327xx south) of the POIs' bounding-box centre."""
-    minx, miny, maxx, maxy = pois.geometry.total_bounds
+def _no_pois() -> gpd.GeoDataFrame:
+    """The pois of a bundle without a pois layer: no rows, the usual columns."""
+    import geopandas as gpd
+
+    return gpd.GeoDataFrame({POI_ID: [], TAGS: []}, geometry=gpd.GeoSeries([]), crs=WGS84)
+
+
+def _guess_utm(layer: gpd.GeoDataFrame) -> str:
+    """The WGS84 UTM zone (EPSG:326xx north, 327xx south) of a layer's bounding-box centre."""
+    minx, miny, maxx, maxy = layer.geometry.total_bounds
     lon, lat = (minx + maxx) / 2, (miny + maxy) / 2
     zone = int((lon + 180.0) // 6.0) % 60 + 1
     return f"EPSG:{(32600 if lat >= 0 else 32700) + zone}"

@@ -15,7 +15,9 @@ FOOTPRINT = "footprint"
 TAGS = "tags"
 EMBEDDING = "embedding"
 
-LAYERS = ("pois", "roads", "regions", "svi", "satellite", "trajectories")
+LAYERS = ("pois", "roads", "regions", "svi", "satellite", "trajectories", "od")
+OD_COLUMNS = ("origin", "destination", "count")
+"""The ``od`` layer: trips (or flow counts) from one region to another (region ids)."""
 SVI_DIRECTIONS = ("east", "south", "west", "north")
 
 POI_EMBEDDINGS = "poi_embeddings.parquet"

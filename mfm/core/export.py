@@ -28,7 +28,7 @@ def poi_default(model: UrbanModel, n: int, device: torch.device) -> torch.Tensor
     synthetic city it predicts building function far worse (macro F1 0.20 vs 0.77), so it
     is written as the extra column ``local_embedding`` instead.
     """
-    out = []
+    out = [torch.zeros(0, model.dim)]
     for start in range(0, n, 4096):
         idx = torch.arange(start, min(n, start + 4096))
         views = model.views.poi_views(idx.to(device))
@@ -56,11 +56,12 @@ def region_embedding(city: City, poi: np.ndarray, graph: np.ndarray | None) -> n
     - ``size``: :meth:`City.region_size` (log POIs, log area, log POI density), z-scored
       over the city, divided by sqrt(3) so the block has norm ~1 like the others.
     """
-    mean = _unit(pois_to_regions(city, poi))
-    count = city.poi_counts().astype(np.float64)
-    amount = mean * (count / max(count.mean(), 1e-12))[:, None]
-    size = standardized(city.region_size()) / np.sqrt(3.0)
-    blocks = ([] if graph is None else [_unit(graph)]) + [mean, amount, size]
+    blocks = [] if graph is None else [_unit(graph)]
+    if city.has("pois"):  # a city without POIs: what its region views say, and its area
+        mean = _unit(pois_to_regions(city, poi))
+        count = city.poi_counts().astype(np.float64)
+        blocks += [mean, mean * (count / max(count.mean(), 1e-12))[:, None]]
+    blocks.append(standardized(city.region_size()) / np.sqrt(3.0))
     return np.hstack(blocks).astype(np.float32)
 
 
@@ -126,6 +127,8 @@ def raw_features(model: UrbanModel, city: City) -> tuple[np.ndarray | None, np.n
         return poi, None
     region_blocks = [region_embedding(city, poi, None)] if poi is not None else []
     region_blocks += blocks[View.REGION]
+    if poi is None:  # no POI view: the size block still says how large each region is
+        region_blocks.append(standardized(city.region_size()) / np.sqrt(3.0))
     region = np.concatenate(region_blocks, axis=1) if region_blocks else None
     return poi, region
 

@@ -10,7 +10,11 @@ DEFAULT_TAU = 0.5
 
 
 def info_nce(
-    anchor: Tensor, positive: Tensor, tau: float = DEFAULT_TAU, exclude: Tensor | None = None
+    anchor: Tensor,
+    positive: Tensor,
+    tau: float = DEFAULT_TAU,
+    exclude: Tensor | None = None,
+    weight: Tensor | None = None,
 ) -> Tensor:
     """InfoNCE with in-batch negatives and cosine similarity.
 
@@ -24,6 +28,8 @@ def info_nce(
         exclude: optional bool ``[B, B]``: True drops ``p_j`` from anchor ``i``'s
             denominator (a false negative, e.g. an overlapping graph); the diagonal is
             always kept.
+        weight: optional ``[B]`` non-negative weights of the anchors' terms (a weighted
+            mean instead of the mean).
 
     Returns:
         The scalar mean loss.
@@ -39,7 +45,11 @@ def info_nce(
             len(a), dtype=torch.bool, device=logits.device
         )
         logits = logits.masked_fill(drop, float("-inf"))
-    return F.cross_entropy(logits, target)
+    if weight is None:
+        return F.cross_entropy(logits, target)
+    terms = F.cross_entropy(logits, target, reduction="none")
+    w = weight.to(terms.device, terms.dtype)
+    return (terms * w).sum() / w.sum().clamp_min(1e-12)
 
 
 class InfoNCE(nn.Module):

@@ -96,7 +96,7 @@ class RunResult:
     """Where a run wrote its outputs."""
 
     out: Path
-    poi_embeddings: Path
+    poi_embeddings: Path | None  # None for a city without POIs
     region_embeddings: Path | None
     manifest: Path
     poi: np.ndarray
@@ -241,7 +241,8 @@ def _train_and_export(
     )
     if rt.is_main:
         kill_point("export")
-        result.region_embeddings = write_outputs(out, city, poi_np, poi_extra, region_np)[1]
+        written = write_outputs(out, city, poi_np, poi_extra, region_np)
+        result.poi_embeddings, result.region_embeddings = written
         save_model(model, out / MODEL_FILE, {"history": [r.__dict__ for r in history]})
         manifest = {
             "mfm_version": dist_version("urban-mfm"),
@@ -280,11 +281,8 @@ def _train_and_export(
         kill_point("manifest")
         write_json(result.manifest, manifest)
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # model.safetensors stays
-        console.print(
-            f"[green]wrote[/] {result.poi_embeddings}"
-            + (f", {result.region_embeddings}" if region_np is not None else "")
-            + f" and {result.manifest}"
-        )
+        files = [str(p) for p in (*written, result.manifest) if p is not None]
+        console.print(f"[green]wrote[/] {', '.join(files)}")
         console.print(f"next: mfm eval {out} && mfm report {out}", highlight=False)
     rt.barrier()
     return result
@@ -326,10 +324,12 @@ def write_outputs(
     poi_extra: dict[str, np.ndarray],
     region: np.ndarray | None,
 ) -> tuple[Path, Path | None]:
-    """Write the POI (and region) embeddings GeoParquet files into ``out``."""
-    poi_path = write_embeddings(
-        out / POI_EMBEDDINGS, city.pois[[POI_ID, "geometry"]], poi, poi_extra
-    )
+    """Write the POI (where the city has POIs) and region embeddings GeoParquet files."""
+    poi_path = None
+    if city.has("pois"):
+        poi_path = write_embeddings(
+            out / POI_EMBEDDINGS, city.pois[[POI_ID, "geometry"]], poi, poi_extra
+        )
     if region is None:
         return poi_path, None
     regions = city.regions[[REGION_ID, "geometry"]].copy()
@@ -351,7 +351,7 @@ def city_record(city: City) -> dict[str, object]:
 def outputs_record(poi: np.ndarray, region: np.ndarray | None) -> dict[str, object]:
     """The manifest's ``outputs``: file names and widths."""
     return {
-        "poi_embeddings": POI_EMBEDDINGS,
+        "poi_embeddings": POI_EMBEDDINGS if len(poi) else None,
         "region_embeddings": REGION_EMBEDDINGS if region is not None else None,
         "dim": int(poi.shape[1]),
         "region_dim": int(region.shape[1]) if region is not None else None,

@@ -54,7 +54,7 @@ class EmbedResult:
     """What ``embed`` wrote, and the embeddings themselves."""
 
     out: Path
-    poi_embeddings: Path
+    poi_embeddings: Path | None
     region_embeddings: Path | None
     manifest: Path
     poi: np.ndarray
@@ -223,9 +223,8 @@ class TrainedModel:
         }
         manifest_path = write_json(out / RUN_MANIFEST, manifest)
         if not config.quiet:
-            console.print(
-                f"[green]wrote[/] {poi_path}" + (f", {region_path}" if region_path else "")
-            )
+            files = [str(p) for p in (poi_path, region_path) if p is not None]
+            console.print(f"[green]wrote[/] {', '.join(files)}")
             console.print(f"next: mfm eval {out}", highlight=False)
         return EmbedResult(out, poi_path, region_path, manifest_path, poi, region)
 

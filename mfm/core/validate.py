@@ -37,6 +37,7 @@ from mfm.core.constants import (
     LAYERS,
     LEVEL_ID,
     LEVEL_LAYER,
+    OD_COLUMNS,
     POI_ID,
     REGION_ID,
     ROAD_ID,
@@ -78,7 +79,7 @@ _EARTH_KM = 6371.0088
 IMAGE = "image"
 TIME = "t"
 _MANIFEST_KEYS = ("name", "crs", "layers", "labels")
-_LABEL_KEYS = ("path", "level", "kind")
+_LABEL_KEYS = ("path", "level", "kind", "unit")
 _POINT = ("Point",)
 _LINE = ("LineString", "MultiLineString")
 _POLYGON = ("Polygon", "MultiPolygon")
@@ -99,6 +100,7 @@ LAYER_RULES: dict[str, _LayerRule] = {
     "svi": _LayerRule(SVI_ID, (SVI_ID, GEOMETRY, *SVI_DIRECTIONS), _POINT),
     "satellite": _LayerRule(REGION_ID, (REGION_ID, IMAGE), None),
     "trajectories": _LayerRule(TRAJ_ID, (TRAJ_ID, TIME, GEOMETRY), _POINT, unique_ids=False),
+    "od": _LayerRule(OD_COLUMNS[0], OD_COLUMNS, None, unique_ids=False),
 }
 
 
@@ -136,6 +138,8 @@ class LabelSpec:
     path: Path
     level: Literal["region", "poi"]
     kind: Literal["regression", "classification"]
+    unit: str = ""
+    """Unit of the values (``unit = "people"``), shown by ``mfm report``; "" when not given."""
 
 
 class ProblemReport:
@@ -459,6 +463,8 @@ def _read_layer(rep: ProblemReport, root: Path, file: str, layer: str) -> pd.Dat
 
     path = root / file
     try:
+        if LAYER_RULES[layer].geom is None and path.suffix.lower() == ".csv":
+            return pd.read_csv(path, dtype={c: str for c in OD_COLUMNS[:2]}).reset_index(drop=True)
         meta = pq.read_schema(path).metadata or {}
         if LAYER_RULES[layer].geom is None:
             frame = pd.read_parquet(path)
@@ -872,6 +878,39 @@ def _check_extent(rep: ProblemReport, parsed: ParsedBundle) -> None:
     _check_far(rep, parsed)
 
 
+def _check_od(rep: ProblemReport, file: str, parsed: ParsedBundle) -> None:
+    """Origins and destinations must be region ids; counts positive numbers."""
+    od, regions = parsed.frames["od"], parsed.frames.get("regions")
+    if regions is None:
+        rep.add(file, "layer od names regions, but city.toml lists no regions; add them")
+        return
+    known = regions[REGION_ID].astype(str) if REGION_ID in regions else pd.Series([], dtype=str)
+    for col in OD_COLUMNS[:2]:
+        if col not in od:
+            continue
+        ids = od[col].astype(str).to_numpy()
+        rep.rows(
+            file,
+            col,
+            ~od[col].astype(str).isin(known).to_numpy(),
+            lambda r, ids=ids, col=col: (
+                f"{col} '{ids[r]}' is not a region_id of {parsed.files['regions']}"
+            ),
+            f"{col} not a region_id",
+        )
+    if "count" in od:
+        count = pd.to_numeric(od["count"], errors="coerce").to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(count) | (count <= 0)
+        shown = od["count"].astype(str).to_numpy()
+        rep.rows(
+            file,
+            "count",
+            bad,
+            lambda r: f"count {shown[r]} is not a positive number; drop the row",
+            "count not a positive number",
+        )
+
+
 def _check_satellite_regions(rep: ProblemReport, file: str, parsed: ParsedBundle) -> None:
     sat, regions = parsed.frames.get("satellite"), parsed.frames.get("regions")
     if sat is None or regions is None or REGION_ID not in regions or REGION_ID not in sat:
@@ -971,9 +1010,11 @@ def _check_manifest(
     if not isinstance(layers, dict):
         rep.add(m, 'missing [layers] table; add [layers] with pois = "pois.parquet"')
         layers = {}
-    elif "pois" not in layers:
+    elif "pois" not in layers and "regions" not in layers:
         rep.add(
-            m, '[layers] has no pois; pois is required (pois = "pois.parquet")', column="layers"
+            m,
+            '[layers] has neither pois nor regions; add one (pois = "pois.parquet")',
+            column="layers",
         )
     for layer, rel in layers.items():
         key = f"layers.{layer}"
@@ -1036,8 +1077,13 @@ def _check_label_spec(
     if not isinstance(rel, str) or not rel:
         rep.add(m, "path must be a CSV path relative to the bundle", column=f"{key}.path")
         ok = False
+    unit = spec.get("unit", "")
+    if not isinstance(unit, str):
+        got = short_repr(unit)
+        rep.add(m, f'unit is {got}; use a string, e.g. unit = "people"', column=f"{key}.unit")
+        ok = False
     if ok:
-        parsed.labels[name] = LabelSpec(name, root / rel, spec["level"], spec["kind"])
+        parsed.labels[name] = LabelSpec(name, root / rel, spec["level"], spec["kind"], unit)
         parsed.label_files[name] = rel
 
 
@@ -1067,6 +1113,7 @@ def check_bundle(root: Path | str) -> tuple[list[Problem], ParsedBundle]:
         rep.add(
             CITY_MANIFEST,
             f"not found in {root}; a bundle needs a {CITY_MANIFEST} with [layers] pois = ... "
+            "or regions = ... "
             "(`mfm city synth` writes an example bundle)",
         )
         return rep.problems, parsed
@@ -1083,6 +1130,8 @@ def check_bundle(root: Path | str) -> tuple[list[Problem], ParsedBundle]:
             _check_layer(rep, root, parsed.files[layer], layer, parsed)
     if "satellite" in parsed.frames:
         _check_satellite_regions(rep, parsed.files["satellite"], parsed)
+    if "od" in parsed.frames:
+        _check_od(rep, parsed.files["od"], parsed)
     _check_extent(rep, parsed)
     for name, spec in parsed.labels.items():
         layer = LEVEL_LAYER[spec.level]

@@ -10,7 +10,9 @@ scale fuses this view with the other macro views (satellite).
 from __future__ import annotations
 
 from itertools import pairwise
+from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from pydantic import Field, field_validator
 from torch import Tensor
@@ -22,8 +24,13 @@ from mfm.plugins.trajectory.features import (
     feature_names,
     mobility_features,
 )
+from mfm.plugins.trajectory.flows import flow_features, od_pairs
+
+if TYPE_CHECKING:
+    from mfm.core.city import City
 
 FEATURES_VERSION = "mobility-v1"
+FLOWS_VERSION = "flows-v1"
 
 
 class TrajectoryOptions(Options):
@@ -78,6 +85,56 @@ class TrajectoryModality(Modality):
         feats = ctx.cache.get_or_compute("trajectory", key, compute)["features"].float()
         self.register_buffer("features", feats, persistent=False)
         self.feature_names = feature_names(opts.time_bins, opts.distance_edges)
+        self.head = ProjectionHead(feats.shape[1], ctx.dim, inputs=feats)
+
+    def region_view(self, idx: Tensor) -> Tensor:
+        """Macro embeddings ``[B, d]`` of regions ``idx``."""
+        return self.head(self.features[idx.to(self.features.device)])
+
+
+class FlowOptions(Options):
+    """Options of the ``flows`` modality (``[plugin.flows]`` in the run config)."""
+
+
+class FlowModality(Modality):
+    """Region macro view E_flow = MLP(flow features): where the region's trips go and come
+    from (:mod:`.flows`), from the ``od`` layer or else the trajectories' end points."""
+
+    name = "flows"
+    layers = ("regions",)
+    views = frozenset({View.REGION})
+    Options = FlowOptions
+    options: FlowOptions
+
+    def unavailable(self, city: City) -> str | None:
+        if not (city.has("od") or city.has("trajectories")):
+            return f"{city.root} has neither an od nor a trajectories layer"
+        return None
+
+    def prepare(self, ctx: Context) -> None:
+        city = ctx.city
+        source = "od" if city.has("od") else "trajectories"
+        key = {
+            "features": FLOWS_VERSION,
+            "source": source,
+            "crs": city.crs,
+            source: city.fingerprint(source),
+            "regions": city.fingerprint("regions"),
+        }
+
+        def compute() -> dict[str, Tensor]:
+            o, d, w = od_pairs(city)
+            feats = flow_features(o, d, w, city.xy("regions"))
+            return {
+                "features": torch.from_numpy(feats),
+                "pairs": torch.from_numpy(np.stack([o, d])),
+                "counts": torch.from_numpy(w),
+            }
+
+        cached = ctx.cache.get_or_compute("flows", key, compute)
+        feats = cached["features"].float()
+        self.register_buffer("features", feats, persistent=False)
+        self.pairs, self.counts = cached["pairs"].long(), cached["counts"].double()
         self.head = ProjectionHead(feats.shape[1], ctx.dim, inputs=feats)
 
     def region_view(self, idx: Tensor) -> Tensor:
