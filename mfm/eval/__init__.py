@@ -6,6 +6,13 @@ The library behind ``mfm eval RUN_DIR --task NAME``::
     result = evaluate("runs/demo", "population", split="spatial")
     write_eval("runs/demo", result)  # runs/demo/eval/population.json and .md
 
+and behind ``mfm eval --embeddings FILE --city BUNDLE`` (any table, same tasks and baselines;
+its scores stand under ``"mfm"``)::
+
+    from mfm.eval import evaluate_embeddings
+    result = evaluate_embeddings("mine.parquet", "cities/demo", "population", runs=3)
+    write_eval(None, result, out="mine-eval")
+
 ``evaluate`` returns::
 
     {"task", "level", "kind", "split", "runs", "probe",
@@ -24,7 +31,16 @@ that of the best baseline (``beyond_std``: the gap exceeds the larger of the two
 """
 
 from mfm.eval.baselines import BASELINES
-from mfm.eval.evaluate import evaluate, list_tasks, read_labels_file, write_eval
+from mfm.eval.evaluate import (
+    EmbeddingTable,
+    embeddings_city,
+    evaluate,
+    evaluate_embeddings,
+    list_tasks,
+    read_embedding_table,
+    read_labels_file,
+    write_eval,
+)
 from mfm.eval.probes import DEFAULT_PROBE, GRIDS, fit_probe
 from mfm.eval.splits import SPLITS, make_splits, spatial_blocks
 from mfm.eval.table import markdown_table, rich_table
@@ -34,11 +50,15 @@ __all__ = [
     "DEFAULT_PROBE",
     "GRIDS",
     "SPLITS",
+    "EmbeddingTable",
+    "embeddings_city",
     "evaluate",
+    "evaluate_embeddings",
     "fit_probe",
     "list_tasks",
     "make_splits",
     "markdown_table",
+    "read_embedding_table",
     "read_labels_file",
     "rich_table",
     "spatial_blocks",
