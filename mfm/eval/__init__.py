@@ -31,13 +31,12 @@ that of the best baseline (``beyond_std``: the gap exceeds the larger of the two
 """
 
 from mfm.eval.baselines import BASELINES
+from mfm.eval.embedding_table import EmbeddingTable, read_embedding_table
 from mfm.eval.evaluate import (
-    EmbeddingTable,
     embeddings_city,
     evaluate,
     evaluate_embeddings,
     list_tasks,
-    read_embedding_table,
     read_labels_file,
     write_eval,
 )

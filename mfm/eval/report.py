@@ -1,7 +1,10 @@
 """``report``: one self-contained HTML page about a run (maps, predictions, losses, tables).
 
 ``RUN_DIR/report/index.html`` embeds every figure as a base64 data URI (the PNGs are also
-kept beside it), so the page can be mailed or attached as one file::
+kept beside it) and draws one interactive map pair per labelled task as inline SVG with a
+small inline script (tooltips, a predicted/true toggle): no CDN, no network, so the page
+works offline and can be mailed or attached as one file. ``index.html#map-<task>`` jumps
+to a task's maps::
 
     from mfm.eval.report import report
     report("runs/demo")  # runs/demo/report/index.html
@@ -13,9 +16,11 @@ import base64
 import csv
 import html
 import json
+import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import geopandas as gpd
 import numpy as np
@@ -40,6 +45,9 @@ from mfm.eval.evaluate import (
 from mfm.eval.probes import DEFAULT_PROBE, fit_probe
 from mfm.eval.splits import spatial_blocks
 from mfm.eval.table import table_rows, title
+
+if TYPE_CHECKING:
+    from mfm.plots import MapFrame
 
 FOLDS = 5
 """Folds of the out-of-fold predictions shown in the report."""
@@ -205,19 +213,50 @@ def _default_task(city: City) -> str | None:
     return reg[0] if reg else (specs[0].name if specs else None)
 
 
-def _prediction_figures(
+@dataclass
+class TaskPredictions:
+    """A task's labelled items with their out-of-fold predictions: what every map,
+    tooltip and scatter of the task shows."""
+
+    name: str
+    level: str
+    kind: str
+    unit: str
+    ids: np.ndarray
+    y: np.ndarray
+    pred: np.ndarray
+    shapes: gpd.GeoDataFrame  # one row per item, in the bundle's metric CRS
+    background: gpd.GeoDataFrame | None  # unlabelled regions, drawn grey beneath
+
+    @property
+    def label(self) -> str:
+        """``name (unit)``, or the name alone."""
+        return with_unit(self.name, self.unit)
+
+    def score(self) -> tuple[str, float]:
+        """(metric, value) over the pooled out-of-fold predictions: R2 or macro F1."""
+        if self.kind == "regression":
+            return "R2", float(r2_score(self.y, self.pred))
+        from mfm.eval.probes import macro_f1
+
+        return "macro F1", float(macro_f1(self.y, self.pred.astype(str)))
+
+
+def with_unit(text: str, unit: str) -> str:
+    """``population (people)``; ``text`` alone without a unit."""
+    return f"{text} ({unit})" if unit else text
+
+
+def task_predictions(
     run_dir: Path,
     manifest: dict[str, Any],
     city: City,
     task: str,
-    out: Path,
     probe: str,
     split: str,
     seed: int,
-) -> str:
-    """Maps of true vs predicted values and a scatter (or confusion matrix); HTML."""
-    from mfm.plots import confusion_plot, prediction_maps, prediction_scatter
-
+) -> TaskPredictions:
+    """Join ``task``'s labels to the run's embeddings and predict them out of fold."""
     name, level, kind, frame, _ = resolve_task(city, task, None, None, None)
     emb_frame, emb = _embeddings(run_dir, manifest, level)
     id_col = LEVELS[level]
@@ -235,38 +274,317 @@ def _prediction_figures(
     rows = np.array([city_row[i] for i in ids])
     groups = spatial_blocks(city.xy(f"{level}s")[rows]) if split == "spatial" else None
     pred = out_of_fold(x, y, kind, probe=probe, groups=groups, seed=seed)
-
     shapes = layer.iloc[rows].to_crs(city.crs)
-    background = city.regions.to_crs(city.crs) if level == "poi" and city.has("regions") else None
-    label = f"{name}"
-    maps = prediction_maps(
-        shapes, y, pred, out / "predictions_map.png", kind=kind, label=label, background=background
-    )
-    how = f"{FOLDS}-fold out-of-fold predictions, {probe} probe, {split} folds, n={len(y)}"
-    if kind == "regression":
-        r2 = float(r2_score(y, pred))
-        side = prediction_scatter(
-            y, pred, out / "predictions_scatter.png", title=f"{name}: R2 = {r2:.3f}", label=name
-        )
-        side_html = _img(side, f"{name} predicted vs true", f"R2 {r2:.3f} over all folds")
-    else:
-        from mfm.eval.probes import macro_f1
+    unit = city.labels[name].unit
+    back = _background(city, level, ids)
+    return TaskPredictions(name, level, kind, unit, ids, y, pred, shapes, back)
 
-        f1 = macro_f1(y, pred.astype(str))
+
+def _background(city: City, level: str, ids: np.ndarray) -> gpd.GeoDataFrame | None:
+    """The regions drawn grey beneath a task's items (all of them under POIs, the
+    unlabelled ones beside labelled regions), in the metric CRS; None when none."""
+    if not city.has("regions"):
+        return None
+    regions = city.regions
+    if level == "region":
+        regions = regions[~regions[REGION_ID].astype(str).isin(ids)]
+    return regions.to_crs(city.crs) if len(regions) else None
+
+
+def oof_protocol(split: str, probe: str) -> str:
+    """How the out-of-fold predictions are made, in a few words."""
+    blocks = "spatial-block" if split == "spatial" else "random"
+    return f"out-of-fold predictions of {FOLDS} {blocks} folds, {probe} probe"
+
+
+def _prediction_figures(tp: TaskPredictions, out: Path, probe: str, split: str) -> str:
+    """PNG maps of true vs predicted values and a scatter (or confusion matrix); HTML."""
+    from mfm.plots import confusion_plot, prediction_maps, prediction_scatter
+
+    name, y, pred = tp.name, tp.y, tp.pred
+    background = tp.background if tp.level == "poi" else None
+    maps = prediction_maps(
+        tp.shapes, y, pred, out / "predictions_map.png", kind=tp.kind, label=tp.label,
+        background=background,
+    )  # fmt: skip
+    how = f"{oof_protocol(split, probe)}, n={len(y)}"
+    metric, value = tp.score()
+    over = f"{metric} {value:.3f} over the pooled {oof_protocol(split, probe)}"
+    if tp.kind == "regression":
+        side = prediction_scatter(
+            y,
+            pred,
+            out / "predictions_scatter.png",
+            title=f"{name}: out-of-fold R2 = {value:.3f} ({FOLDS} folds)",
+            label=tp.label,
+        )
+        side_html = _img(side, f"{name} predicted vs true", over)
+    else:
         side = confusion_plot(
             y,
             pred.astype(str),
             out / "predictions_confusion.png",
-            title=f"{name}: macro F1 = {f1:.3f}",
+            title=f"{name}: out-of-fold macro F1 = {value:.3f} ({FOLDS} folds)",
         )
-        side_html = _img(side, f"{name} confusion matrix", f"macro F1 {f1:.3f} over all folds")
+        side_html = _img(side, f"{name} confusion matrix", over)
     body = f'<div class="grid two">{_img(maps, f"{name} true and predicted", how)}{side_html}</div>'
     return _section(
         f"Task {name}: predicted vs true",
         body,
-        f"{level} {kind}; predictions of the frozen embeddings by the evaluation probe, "
+        f"{tp.level} {tp.kind}; predictions of the frozen embeddings by the evaluation probe, "
         "each item predicted by a probe that never saw it. "
-        + ("Shared colour scale." if kind == "regression" else "Shared class colours."),
+        + ("Shared colour scale." if tp.kind == "regression" else "Shared class colours."),
+    )
+
+
+# --------------------------------------------------------------------------- interactive maps
+
+MAP_MAX_ITEMS = 20_000
+"""Items drawn per map at most (a seeded sample beyond: the page stays light)."""
+
+MAP_CSS = """
+.maps-intro p { margin: 0 0 6px; }
+.map-pair { display: grid; gap: 18px; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); }
+.map-pair figure { margin: 0; }
+svg.map { display: block; width: 100%; height: auto; max-height: 440px;
+  background: #fafbfc; border: 1px solid #eef0f3; border-radius: 4px; }
+svg.map [data-i] { cursor: crosshair; }
+svg.map [data-i]:hover, svg.map .hi { stroke: #111; stroke-width: 1.6px; }
+svg.bar { display: block; width: 260px; height: 46px; margin-top: 4px;
+  font: 11px sans-serif; fill: #57606a; }
+.map-head { display: flex; align-items: baseline; gap: 10px; margin-bottom: 4px;
+  font-size: 13px; font-weight: 600; }
+.map-head button { font: 12px sans-serif; padding: 1px 8px; border: 1px solid #d0d7de;
+  background: #f6f8fa; border-radius: 4px; cursor: pointer; }
+.map-head button[aria-pressed="true"] { background: #1f3a5f; color: #fff; border-color: #1f3a5f; }
+.swatches { display: flex; flex-wrap: wrap; gap: 2px 12px; margin-top: 6px; font-size: 12px; }
+.swatches i { display: inline-block; width: 11px; height: 11px; margin-right: 4px;
+  vertical-align: -1px; border-radius: 2px; }
+.mfm-tip { position: fixed; z-index: 10; pointer-events: none; background: #1f2328;
+  color: #fff; padding: 6px 9px; border-radius: 4px; font-size: 12px; line-height: 1.45;
+  box-shadow: 0 2px 8px rgba(0,0,0,.25); }
+.mfm-tip b { font-weight: 600; color: #c9d1d9; margin-right: 6px; }
+"""
+
+MAP_JS = """
+(function () {
+  var data = {};
+  document.querySelectorAll("script.map-data").forEach(function (s) {
+    data[s.dataset.task] = JSON.parse(s.textContent);
+  });
+  var tip = document.createElement("div");
+  tip.className = "mfm-tip"; tip.hidden = true; document.body.appendChild(tip);
+  function fmt(v) {
+    if (v === null || v === undefined) return "-";
+    if (typeof v === "string") return v;
+    var a = Math.abs(v);
+    return (a >= 1e6 || (a > 0 && a < 1e-3)) ? v.toExponential(3) : String(+v.toPrecision(5));
+  }
+  function rows(d, i) {
+    var u = d.unit ? " " + d.unit : "";
+    var r = [["id", d.id[i]], ["true", fmt(d.true[i]) + u], ["predicted", fmt(d.pred[i]) + u]];
+    if (d.kind === "regression") {
+      r.push(["residual", (d.res[i] > 0 ? "+" : "") + fmt(d.res[i]) + u]);
+    } else {
+      r.push(["", d.true[i] === d.pred[i] ? "correct" : "wrong"]);
+    }
+    return r;
+  }
+  var lit = [];
+  function light(task, i) {
+    lit.forEach(function (e) { e.classList.remove("hi"); });
+    lit = task === null ? [] : Array.prototype.slice.call(document.querySelectorAll(
+      'svg.map[data-task="' + task + '"] [data-i="' + i + '"]'));
+    lit.forEach(function (e) { e.classList.add("hi"); });
+  }
+  document.addEventListener("mouseover", function (ev) {
+    var el = ev.target.closest ? ev.target.closest("[data-i]") : null;
+    var map = el ? el.closest("svg.map") : null;
+    if (!map || !data[map.dataset.task]) { tip.hidden = true; light(null); return; }
+    var d = data[map.dataset.task], i = +el.dataset.i;
+    tip.replaceChildren();
+    rows(d, i).forEach(function (r) {
+      var line = document.createElement("div"), k = document.createElement("b");
+      k.textContent = r[0]; line.appendChild(k);
+      line.appendChild(document.createTextNode(r[1])); tip.appendChild(line);
+    });
+    tip.hidden = false; light(map.dataset.task, i);
+    place(ev);
+  });
+  function place(ev) {
+    var x = ev.clientX + 14, y = ev.clientY + 14;
+    tip.style.left = Math.max(4, Math.min(x, innerWidth - tip.offsetWidth - 8)) + "px";
+    tip.style.top = Math.max(4, Math.min(y, innerHeight - tip.offsetHeight - 8)) + "px";
+  }
+  document.addEventListener("mousemove", function (ev) { if (!tip.hidden) place(ev); });
+  document.querySelectorAll("button[data-show]").forEach(function (b) {
+    b.addEventListener("click", function () {
+      var task = b.dataset.task, fills = data[task].fills[b.dataset.show];
+      document.querySelectorAll('svg.map[data-task="' + task + '"][data-layer="value"] [data-i]')
+        .forEach(function (e) { e.setAttribute("fill", fills[+e.dataset.i]); });
+      document.querySelectorAll('button[data-task="' + task + '"]').forEach(function (o) {
+        o.setAttribute("aria-pressed", String(o === b));
+      });
+    });
+  });
+  document.documentElement.dataset.maps = "ready";
+})();
+"""
+
+
+def slug(name: str) -> str:
+    """``name`` safe for an HTML id and a CSS attribute selector."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", name) or "task"
+
+
+def _sample(n: int, seed: int) -> np.ndarray:
+    """Rows drawn on the maps: all, or a sorted seeded sample of :data:`MAP_MAX_ITEMS`."""
+    if n <= MAP_MAX_ITEMS:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, MAP_MAX_ITEMS, replace=False))
+
+
+def _short(values: np.ndarray) -> list[Any]:
+    """JSON-ready values: floats to 6 significant digits (NaN: null), labels as strings."""
+    if values.dtype.kind == "f":
+        return [float(f"{v:.6g}") if np.isfinite(v) else None for v in values.tolist()]
+    return [str(v) for v in values.tolist()]
+
+
+def _value_layers(tp: TaskPredictions, rows: np.ndarray) -> tuple[dict[str, list[str]], str]:
+    """Fills of the value map (``pred`` and ``true``) and its legend HTML."""
+    from mfm.plots import class_colours, html_swatches, ramp_colours, svg_colourbar
+
+    y, pred = tp.y[rows], tp.pred[rows]
+    if tp.kind == "regression":
+        both = np.concatenate([y, pred.astype(np.float64)])
+        vmin, vmax = (float(v) for v in np.nanpercentile(both, [1, 99]))
+        if vmax <= vmin:
+            vmin, vmax = vmin - 0.5, vmax + 0.5
+        fills = {
+            k: ramp_colours(v, "viridis", vmin, vmax) for k, v in (("pred", pred), ("true", y))
+        }
+        legend = svg_colourbar("viridis", vmin, vmax, f"{tp.label}, 1st-99th percentile")
+        return fills, legend
+    classes = sorted(set(map(str, tp.y)) | set(map(str, tp.pred)))
+    colour = class_colours(classes)
+    fills = {k: [colour[str(c)] for c in v] for k, v in (("pred", pred), ("true", y))}
+    return fills, html_swatches([(colour[c], c) for c in classes[:20]])
+
+
+def _residual_layer(tp: TaskPredictions, rows: np.ndarray) -> tuple[list[str], str, list[Any]]:
+    """Fills of the residual map, its legend HTML and the residuals for the tooltips."""
+    from mfm.plots import html_swatches, ramp_colours, svg_colourbar
+
+    y, pred = tp.y[rows], tp.pred[rows]
+    if tp.kind == "regression":
+        res = pred.astype(np.float64) - y
+        lim = float(np.nanpercentile(np.abs(res), 99)) if len(res) else 1.0
+        lim = lim if lim > 0 else 1.0
+        fills = ramp_colours(res, "RdBu_r", -lim, lim)
+        label = with_unit("residual = predicted - true", tp.unit)
+        return fills, svg_colourbar("RdBu_r", -lim, lim, label, mid=True), _short(res)
+    right = pred.astype(str) == y.astype(str)
+    ok, bad = "#8fbc8f", "#cf222e"
+    legend = html_swatches([(ok, f"correct ({right.sum()})"), (bad, f"wrong ({(~right).sum()})")])
+    return [ok if r else bad for r in right], legend, [None] * len(rows)
+
+
+def _map_frame(tp: TaskPredictions, shapes: gpd.GeoSeries) -> MapFrame:
+    """The page projection showing the drawn items and the background regions."""
+    from mfm.plots import MapFrame
+
+    bounds = np.asarray(shapes.total_bounds, dtype=np.float64)
+    if tp.background is not None:
+        back = np.asarray(tp.background.total_bounds, dtype=np.float64)
+        bounds = np.r_[np.minimum(bounds[:2], back[:2]), np.maximum(bounds[2:], back[2:])]
+    return MapFrame.fit(bounds)
+
+
+def _map_data(tp: TaskPredictions, rows: np.ndarray, key: str, extra: dict[str, Any]) -> str:
+    """The tooltip data of a task's maps (ids, true, predicted values and ``extra``) as an
+    inline ``<script type="application/json">``."""
+    data = {
+        "kind": tp.kind,
+        "unit": tp.unit,
+        "id": [str(i) for i in tp.ids[rows]],
+        "true": _short(tp.y[rows]),
+        "pred": _short(tp.pred[rows]),
+        **extra,
+    }
+    blob = json.dumps(data, separators=(",", ":")).replace("<", "\\u003c")  # no </script>
+    return f'<script type="application/json" class="map-data" data-task="{key}">{blob}</script>'
+
+
+def _task_map(tp: TaskPredictions, split: str, probe: str, seed: int) -> str:
+    """One task's interactive maps (value, with a predicted/true toggle, and residual),
+    their tooltip data and legends, as a ``<section id="map-<task>">``."""
+    from mfm.plots import svg_map, svg_shapes
+
+    rows = _sample(len(tp.y), seed)
+    shapes = tp.shapes.geometry.iloc[rows]
+    frame = _map_frame(tp, shapes)
+    items = svg_shapes(shapes, frame)
+    back = svg_shapes(tp.background.geometry, frame) if tp.background is not None else []
+    fills, value_legend = _value_layers(tp, rows)
+    res_fills, res_legend, res = _residual_layer(tp, rows)
+    key = slug(tp.name)
+    script = _map_data(tp, rows, key, {"res": res, "fills": fills})
+    value_svg, res_svg = (
+        svg_map(
+            items, f, frame, background=back, label=f"{tp.name} {layer}",
+            attrs={"data-task": key, "data-layer": layer},
+        )
+        for f, layer in ((fills["pred"], "value"), (res_fills, "residual"))
+    )  # fmt: skip
+    buttons = "".join(
+        f'<button type="button" data-task="{key}" data-show="{k}" '
+        f'aria-pressed="{str(k == "pred").lower()}">{text}</button>'
+        for k, text in (("pred", "predicted"), ("true", "true"))
+    )
+    res_title = "residual" if tp.kind == "regression" else "correct / wrong"
+    left = (
+        f'<figure><div class="map-head">{html.escape(tp.label)} {buttons}</div>'
+        f"{value_svg}{value_legend}</figure>"
+    )
+    right = (
+        f'<figure><div class="map-head">{html.escape(res_title)}</div>{res_svg}{res_legend}'
+        "</figure>"
+    )
+    metric, value = tp.score()
+    shown = (
+        f"{len(rows):,} of {len(tp.y):,} (seeded sample)"
+        if len(rows) < len(tp.y)
+        else f"{len(tp.y):,}"
+    )
+    note = (
+        f"{tp.level} {tp.kind}, {shown} items; {oof_protocol(split, probe)}; out-of-fold "
+        f"{metric} {value:.3f} (pooled). Hover an item for its id, true and predicted value"
+        + (" and residual." if tp.kind == "regression" else ".")
+    )
+    return (
+        f'<section id="map-{key}"><h2>Map: {html.escape(tp.name)}</h2><p class="note">'
+        f'{html.escape(note)}</p><div class="map-pair">{left}{right}</div>{script}</section>'
+    )
+
+
+def _protocol_html(split: str, probe: str, results: list[Any]) -> str:
+    """The report's two protocols, stated once."""
+    done = [r for r in results if "error" not in r]
+    runs = sorted({f"{r['runs']} {r['split']}" for r in done})
+    size = sorted({float(r.get("test_size", 0.2)) for r in done})
+    splits = " / ".join(runs) if runs else "the"
+    held = f", {size[0]:.0%} held out each" if len(size) == 1 else ""
+    return (
+        '<section class="maps-intro"><h2>How to read the numbers</h2>'
+        "<p><b>Maps, tooltips and the scatter plot</b>: "
+        f"{html.escape(oof_protocol(split, probe))}: "
+        f"every item is predicted by a probe fitted on the other {FOLDS - 1} folds; their "
+        "R2 (or macro F1) is one number over all pooled predictions, called "
+        "<i>out-of-fold</i> wherever it appears.</p>"
+        f"<p><b>Evaluation tables</b>: mean (std) over {html.escape(splits)} train/test splits"
+        f"{held} (<code>mfm eval</code>), a different protocol: its R2 is close to, but not "
+        "the same number as, the out-of-fold R2.</p></section>"
     )
 
 
@@ -304,7 +622,15 @@ def _eval_results(
     return results
 
 
-def _eval_html(results: list[Any]) -> str:
+def _with_units(result: dict[str, Any], rows: list[list[str]], unit: str) -> list[list[str]]:
+    """Rows of :func:`table_rows` with the unit after RMSE and MAE (R2, F1: no unit)."""
+    if not unit or result.get("kind") != "regression":
+        return rows
+    return [[with_unit(r[0], unit) if r[0] in ("RMSE", "MAE") else r[0], *r[1:]] for r in rows]
+
+
+def _eval_html(results: list[Any], units: dict[str, str]) -> str:
+    """The evaluation tables (mean (std) over the evaluation's splits), one per task."""
     if not results:
         return _section("Evaluation", '<p class="note">The city has no labelled task.</p>')
     parts = []
@@ -316,12 +642,15 @@ def _eval_html(results: list[Any]) -> str:
             )
             continue
         header, rows, best = table_rows(r)
-        parts.append(f"<div><h3>{html.escape(title(r))}</h3>{_table(header, rows, best)}</div>")
+        rows = _with_units(r, rows, units.get(r["task"], ""))
+        head = f"{title(r)}; cells: mean (std) over {r['runs']} {r['split']} splits"
+        parts.append(f"<div><h3>{html.escape(head)}</h3>{_table(header, rows, best)}</div>")
     return _section(
         "Evaluation",
         f'<div class="tables">{"".join(parts)}</div>',
-        "Frozen embeddings (mfm) and baselines probed on the same splits; cells are "
-        "mean (std) over the runs, best mean per row in green.",
+        "Frozen embeddings (mfm) and baselines probed on the same train/test splits; cells "
+        "are mean (std) over the splits (not the out-of-fold numbers of the maps), best mean "
+        "per row in green.",
     )
 
 
@@ -449,51 +778,10 @@ def _health_table(manifest: dict[str, Any]) -> str:
     return _table(["", *names], rows, left={0}, warn=warn)
 
 
-def report(
-    run_dir: Path | str,
-    *,
-    task: str | None = None,
-    ablation: Path | str | None = None,
-    runs: int = 10,
-    probe: str = DEFAULT_PROBE,
-    split: str = "random",
-    seed: int = 0,
-    city: Path | str | None = None,
-) -> Path:
-    """Write ``RUN_DIR/report/index.html`` (self-contained) and the PNGs it embeds.
+def _embedding_html(run_dir: Path, manifest: dict[str, Any], city: City, out: Path) -> str:
+    """The PCA map of the region (else POI) embeddings beside the training losses."""
+    from mfm.plots import loss_curves, pca_map
 
-    Args:
-        run_dir: A directory written by ``mfm run``.
-        task: Task whose predictions are mapped (default: the city's first regression task).
-        ablation: An ``mfm ablate`` output directory (or one of its files) to embed
-            (default: ``RUN_DIR/../ablation.md``'s directory, when it exists).
-        runs: Repetitions when the evaluation has to be run first (no ``eval/*.json``).
-        probe: Probe of the out-of-fold predictions (and of a fresh evaluation).
-        split: ``random`` or ``spatial`` folds / splits.
-        seed: Seed of the folds and of a fresh evaluation.
-
-    Returns:
-        The path of ``index.html``.
-
-    Raises:
-        MfmError: Not a run directory, an unknown task, a missing ablation directory.
-    """
-    from mfm.plots import health_curves, loss_curves, pca_map
-
-    run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    city_root = city
-    city = run_city(manifest, run_dir, city_root)
-    out = run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    where = _ablation_dir(run_dir, ablation)
-    task = task or _default_task(city)
-    if task is not None and task not in city.labels:
-        have = ", ".join(city.labels) or "none"
-        raise MfmError(f"unknown task {task!r}; tasks of city {city.name!r}: {have}")
-    sections: list[str] = []
-
-    # (a) PCA map of the region embeddings
     pois = city.pois.to_crs(city.crs)
     if manifest.get("outputs", {}).get("region_embeddings"):
         frame, emb = _embeddings(run_dir, manifest, "region")
@@ -514,40 +802,100 @@ def report(
         "(PC1 = red, PC2 = green, PC3 = blue, each min-max scaled): similar colours, similar "
         "embeddings. POIs drawn faintly on top.",
     )
-
-    # (c) training losses
     curves = loss_curves(manifest.get("stages", []), out / "loss_curves.png")
-    health = health_curves(manifest.get("stages", []), out / "health.png")
     train_html = _section(
         "Training",
         _img(curves, "training loss per stage") + _stages_table(manifest),
         "Loss per optimizer step of each stage (the paper's Fig. 4); stages run in order.",
     )
-    sections.append(f'<div class="grid half cards">{pca_html}{train_html}</div>')
-    health_html = _img(health, "objective health") if health is not None else ""
-    sections.append(
-        _section(
-            "Objective health",
-            health_html + _health_table(manifest),
-            "Every objective's InfoNCE loss on a fixed batch of its items after every stage, "
-            "with its chance level (log of the candidates per anchor) in brackets; red: at or "
-            "above 95% of chance, i.e. the objective is (back) at chance.",
-        )
+    return f'<div class="grid half cards">{pca_html}{train_html}</div>'
+
+
+def _health_html(manifest: dict[str, Any], out: Path) -> str:
+    """The objective-health figure and table."""
+    from mfm.plots import health_curves
+
+    health = health_curves(manifest.get("stages", []), out / "health.png")
+    health_img = _img(health, "objective health") if health is not None else ""
+    return _section(
+        "Objective health",
+        health_img + _health_table(manifest),
+        "Every objective's InfoNCE loss on a fixed batch of its items after every stage, "
+        "with its chance level (log of the candidates per anchor) in brackets; red: at or "
+        "above 95% of chance, i.e. the objective is (back) at chance.",
     )
 
-    # (b) one task: predicted vs true
-    if task is not None:
-        try:
-            sections.append(
-                _prediction_figures(run_dir, manifest, city, task, out, probe, split, seed)
-            )
-        except MfmError as exc:
-            sections.append(
-                _section(f"Task {task}", f'<p class="error">{html.escape(str(exc))}</p>')
-            )
 
-    # (d) evaluation and ablation tables
-    sections.append(_eval_html(_eval_results(run_dir, runs, probe, split, seed, city_root)))
+def _error_section(heading: str, exc: Exception) -> str:
+    return _section(heading, f'<p class="error">{html.escape(str(exc))}</p>')
+
+
+def report(
+    run_dir: Path | str,
+    *,
+    task: str | None = None,
+    ablation: Path | str | None = None,
+    runs: int = 10,
+    probe: str = DEFAULT_PROBE,
+    split: str = "random",
+    seed: int = 0,
+    city: Path | str | None = None,
+) -> Path:
+    """Write ``RUN_DIR/report/index.html`` (self-contained) and the PNGs it embeds.
+
+    The page opens with one interactive map pair per labelled task (``#map-<task>``),
+    then the embedding map, training, objective health, ``task``'s figures and the
+    evaluation (and ablation) tables.
+
+    Args:
+        run_dir: A directory written by ``mfm run``.
+        task: Task whose predictions get the PNG figures (default: the city's first
+            regression task); every task gets an interactive map.
+        ablation: An ``mfm ablate`` output directory (or one of its files) to embed
+            (default: ``RUN_DIR/../ablation.md``'s directory, when it exists).
+        runs: Repetitions when the evaluation has to be run first (no ``eval/*.json``).
+        probe: Probe of the out-of-fold predictions (and of a fresh evaluation).
+        split: ``random`` or ``spatial`` folds / splits.
+        seed: Seed of the folds and of a fresh evaluation.
+        city: The run's city bundle, when it moved (default: the manifest's ``city.root``).
+
+    Returns:
+        The path of ``index.html``.
+
+    Raises:
+        MfmError: Not a run directory, an unknown task, a missing ablation directory.
+    """
+    run_dir = Path(run_dir)
+    manifest = read_manifest(run_dir)
+    city_root = city
+    city = run_city(manifest, run_dir, city_root)
+    out = run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    where = _ablation_dir(run_dir, ablation)
+    task = task or _default_task(city)
+    if task is not None and task not in city.labels:
+        have = ", ".join(city.labels) or "none"
+        raise MfmError(f"unknown task {task!r}; tasks of city {city.name!r}: {have}")
+
+    results = _eval_results(run_dir, runs, probe, split, seed, city_root)
+    maps: list[str] = []
+    figures = ""
+    for name in city.labels:
+        try:
+            tp = task_predictions(run_dir, manifest, city, name, probe, split, seed)
+        except MfmError as exc:
+            maps.append(_error_section(f"Map: {name}", exc))
+            figures = _error_section(f"Task {name}", exc) if name == task else figures
+            continue
+        maps.append(_task_map(tp, split, probe, seed))
+        if name == task:
+            figures = _prediction_figures(tp, out, probe, split)
+
+    sections = [_protocol_html(split, probe, results), *maps] if maps else []
+    sections += [_embedding_html(run_dir, manifest, city, out), _health_html(manifest, out)]
+    sections.append(figures)
+    units = {name: spec.unit for name, spec in city.labels.items()}
+    sections.append(_eval_html(results, units))
     if where is not None:
         sections.append(_ablation_html(where))
 
@@ -555,7 +903,9 @@ def report(
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>UrbanMFM report: {html.escape(city.name)}</title>"
-        f"<style>{CSS}</style></head><body>{_header(manifest, city)}"
-        f"<main>{''.join(sections)}</main></body></html>\n"
+        f"<style>{CSS}{MAP_CSS}</style></head><body>{_header(manifest, city)}"
+        f"<main>{''.join(sections)}</main>"
+        + (f"<script>{MAP_JS}</script>" if maps else "")
+        + "</body></html>\n"
     )
     return write_text(out / "index.html", page)
