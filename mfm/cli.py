@@ -185,7 +185,8 @@ def eval_command(
         typer.Option(help="Directory for <task>.json/.md (default: RUN_DIR/eval, FILE-eval)"),
     ] = None,
 ) -> None:
-    """Probe frozen embeddings on labelled tasks against baselines; writes RUN_DIR/eval/."""
+    """Probe a run's embeddings (or any table: --embeddings FILE --city BUNDLE) on labelled
+    tasks against baselines; writes RUN_DIR/eval/ (or FILE-eval/)."""
     from rich.console import Console
 
     from mfm.eval import (
