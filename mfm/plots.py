@@ -6,16 +6,24 @@ Figures are plain ``matplotlib.figure.Figure`` objects rendered by the Agg canva
 pyplot: no global backend switch, no display needed, and a notebook's own backend is left
 alone. Every function takes arrays / frames, draws one figure and writes it with
 :func:`save_figure`.
+
+The interactive maps of the report are inline SVG strings instead (:func:`svg_map`,
+:func:`svg_colourbar`): geometries projected from the bundle's metric CRS to the page,
+simplified to half a pixel, no basemap, nothing fetched.
 """
 
 from __future__ import annotations
 
+import hashlib
+import html
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import geopandas as gpd
 import numpy as np
+import shapely
 
 from mfm.core.errors import MfmError
 
@@ -376,3 +384,160 @@ def ablation_bars(
         ax.grid(axis="y", alpha=0.3)
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         return save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------- SVG maps
+
+MAP_WIDTH = 520.0
+"""Width of an SVG map in viewBox units (it scales to its column)."""
+MAP_MAX_HEIGHT = 600.0
+MAP_PAD = 6.0
+
+
+@dataclass(frozen=True)
+class MapFrame:
+    """Projection of a metric CRS onto an SVG viewBox (x right, y down)."""
+
+    minx: float
+    maxy: float
+    scale: float  # viewBox units per metre
+    width: float
+    height: float
+
+    @classmethod
+    def fit(cls, bounds: Sequence[float]) -> MapFrame:
+        """The frame showing ``bounds`` (minx, miny, maxx, maxy) at most
+        :data:`MAP_WIDTH` x :data:`MAP_MAX_HEIGHT`, aspect kept."""
+        minx, miny, maxx, maxy = (float(b) for b in bounds)
+        dx, dy = max(maxx - minx, 1e-9), max(maxy - miny, 1e-9)
+        scale = min((MAP_WIDTH - 2 * MAP_PAD) / dx, (MAP_MAX_HEIGHT - 2 * MAP_PAD) / dy)
+        return cls(minx, maxy, scale, dx * scale + 2 * MAP_PAD, dy * scale + 2 * MAP_PAD)
+
+    def apply(self, xy: np.ndarray) -> np.ndarray:
+        """Map coordinates ``[N, 2]`` to viewBox coordinates, rounded to 0.1."""
+        x = MAP_PAD + (xy[:, 0] - self.minx) * self.scale
+        y = MAP_PAD + (self.maxy - xy[:, 1]) * self.scale
+        return np.round(np.column_stack([x, y]), 1)
+
+
+def _polygon_paths(geoms: np.ndarray, frame: MapFrame) -> list[str]:
+    """SVG path data (``M x y L ... Z`` per ring) of every (multi)polygon; "" if empty."""
+    parts, part_of = shapely.get_parts(geoms, return_index=True)
+    rings, ring_of = shapely.get_rings(parts, return_index=True)
+    coords, coord_of = shapely.get_coordinates(rings, return_index=True)
+    pix = frame.apply(coords) if len(coords) else np.zeros((0, 2))
+    bounds = np.searchsorted(coord_of, np.arange(len(rings) + 1))
+    paths = [""] * len(geoms)
+    for r, owner in enumerate(part_of[ring_of]):
+        pts = pix[bounds[r] : bounds[r + 1] - 1].tolist()  # the closing point is implied
+        if len(pts) >= 3:
+            rest = " ".join(f"{x:g} {y:g}" for x, y in pts[1:])
+            paths[owner] += f"M{pts[0][0]:g} {pts[0][1]:g}L{rest}Z"
+    return paths
+
+
+def svg_shapes(geoms: gpd.GeoSeries, frame: MapFrame) -> list[str]:
+    """One SVG element (without fill) per geometry: a ``<path`` for polygons, a
+    ``<circle`` (sized by the number of points) for anything else; "" when empty.
+
+    Polygons are simplified to half a viewBox unit first.
+    """
+    values = np.asarray(geoms.values, dtype=object)
+    poly = np.isin(shapely.get_type_id(values), [3, 6])  # Polygon, MultiPolygon
+    out = [""] * len(values)
+    if poly.any():
+        simple = shapely.simplify(values[poly], 0.5 / frame.scale, preserve_topology=True)
+        for i, d in zip(np.flatnonzero(poly), _polygon_paths(simple, frame), strict=True):
+            out[i] = f'<path d="{d}"' if d else ""
+    rest = np.flatnonzero(~poly & ~shapely.is_empty(values) & ~shapely.is_missing(values))
+    if len(rest):
+        radius = float(np.clip(260 / np.sqrt(len(rest)), 1.6, 7.0))
+        xy = frame.apply(shapely.get_coordinates(shapely.point_on_surface(values[rest])))
+        for i, (x, y) in zip(rest, xy.tolist(), strict=True):
+            out[i] = f'<circle cx="{x:g}" cy="{y:g}" r="{radius:g}"'
+    return out
+
+
+def hex_colours(rgba: np.ndarray) -> list[str]:
+    """``#rrggbb`` of colours ``[N, 3+]`` in ``[0, 1]``."""
+    rgb = np.clip(np.round(np.asarray(rgba)[:, :3] * 255), 0, 255).astype(int)
+    return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb.tolist()]
+
+
+def ramp_colours(values: np.ndarray, cmap: str, vmin: float, vmax: float) -> list[str]:
+    """Hex colours of ``values`` on colormap ``cmap`` over ``[vmin, vmax]`` (clipped)."""
+    norm = Normalize(vmin=vmin, vmax=vmax, clip=True)
+    return hex_colours(_cmap(cmap)(norm(np.asarray(values, dtype=np.float64))))
+
+
+def class_colours(classes: Sequence[str]) -> dict[str, str]:
+    """The categorical colour of every class, as :func:`prediction_maps` draws them."""
+    cmap = _cmap("tab20" if len(classes) > 10 else "tab10")
+    return dict(zip(classes, hex_colours(cmap(np.arange(len(classes)) % cmap.N)), strict=True))
+
+
+def svg_map(
+    shapes: Sequence[str],
+    fills: Sequence[str],
+    frame: MapFrame,
+    *,
+    background: Sequence[str] = (),
+    label: str = "",
+    attrs: Mapping[str, str] | None = None,
+) -> str:
+    """An inline ``<svg class="map">`` (extra ``attrs`` on it): ``background`` shapes in
+    light grey, then ``shapes`` (from :func:`svg_shapes`) filled with ``fills``, each
+    tagged ``data-i`` with its row."""
+    items = [
+        f'{s} fill="{f}" data-i="{i}"/>'
+        for i, (s, f) in enumerate(zip(shapes, fills, strict=True))
+        if s
+    ]
+    back = "".join(f"{s}/>" for s in background if s)
+    extra = "".join(f' {k}="{html.escape(v)}"' for k, v in (attrs or {}).items())
+    return (
+        f'<svg class="map"{extra} viewBox="0 0 {frame.width:.0f} {frame.height:.0f}" '
+        f'role="img" aria-label="{html.escape(label)}" xmlns="http://www.w3.org/2000/svg">'
+        f'<g fill="#e6e9ed" stroke="#ffffff" stroke-width="0.5">{back}</g>'
+        f'<g stroke="#ffffff" stroke-width="0.4" fill-rule="evenodd">{"".join(items)}</g></svg>'
+    )
+
+
+def _tick(v: float) -> str:
+    """A legend number: ``25,831``, ``470``, ``12.35``, ``0.0123``."""
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}" if abs(v) >= 1 else f"{v:.3g}"
+
+
+def svg_colourbar(cmap: str, vmin: float, vmax: float, label: str, *, mid: bool = False) -> str:
+    """A horizontal colour bar of ``cmap`` from ``vmin`` to ``vmax`` (and the middle value
+    when ``mid``), titled ``label``, as a small inline ``<svg>``."""
+    stops = np.linspace(0, 1, 11)
+    colours = hex_colours(_cmap(cmap)(stops))
+    gid = "bar-" + hashlib.sha1(f"{cmap} {vmin} {vmax} {label}".encode()).hexdigest()[:10]
+    grad = "".join(
+        f'<stop offset="{o:.1f}" stop-color="{c}"/>' for o, c in zip(stops, colours, strict=True)
+    )
+    ticks = [(10, "start", vmin), (250, "end", vmax)] + (
+        [(130, "middle", (vmin + vmax) / 2)] if mid else []
+    )
+    text = "".join(
+        f'<text x="{x}" y="40" text-anchor="{a}">{html.escape(_tick(v))}</text>'
+        for x, a, v in ticks
+    )
+    return (
+        '<svg class="bar" viewBox="0 0 260 46" xmlns="http://www.w3.org/2000/svg">'
+        f'<defs><linearGradient id="{gid}">{grad}</linearGradient></defs>'
+        f'<text x="10" y="11">{html.escape(label)}</text>'
+        f'<rect x="10" y="16" width="240" height="12" fill="url(#{gid})" stroke="#d0d7de"/>'
+        f"{text}</svg>"
+    )
+
+
+def html_swatches(items: Sequence[tuple[str, str]]) -> str:
+    """A legend of ``(colour, label)`` swatches (categorical maps)."""
+    spans = "".join(
+        f'<span><i style="background:{c}"></i>{html.escape(t)}</span>' for c, t in items
+    )
+    return f'<div class="swatches">{spans}</div>'

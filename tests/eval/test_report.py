@@ -42,7 +42,7 @@ def test_report_page(run_dir, page):
     assert text.count(DATA_URI) >= 3
     assert "synthetic-tiny-seed0" in text and "poi (micro)" in text
     assert "<table" in text and "population: region regression" in text
-    assert re.search(r"R2 -?\d+\.\d{3} over all folds", text)
+    assert re.search(r"R2 -?\d+\.\d{3} over the pooled out-of-fold predictions", text)
     assert "Ablation" not in text  # no ablation next to this run
     assert "Objective health" in text and "after poi" in text
     for name in (
