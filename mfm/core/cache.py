@@ -61,7 +61,11 @@ class FeatureCache:
         parts: dict[str, object],
         compute: Callable[[], dict[str, torch.Tensor]],
     ) -> dict[str, torch.Tensor]:
-        """Load the cached tensors for ``parts`` or compute, store and return them."""
+        """Load the cached tensors for ``parts`` or compute, store and return them.
+
+        ``compute`` runs with the global RNG forked, so a model built after it starts from
+        the same random state whether the features were cached or not."""
+        import torch
         from safetensors.torch import load_file, save_file
 
         path = self.path(kind, parts)
@@ -69,7 +73,9 @@ class FeatureCache:
             self.hits += 1
             return load_file(path)
         self.misses += 1
-        tensors = {k: v.detach().cpu().contiguous() for k, v in compute().items()}
+        with torch.random.fork_rng(devices=[]):
+            computed = compute()
+        tensors = {k: v.detach().cpu().contiguous() for k, v in computed.items()}
         if self.enabled:
             path.parent.mkdir(parents=True, exist_ok=True)
             with atomic_path(path) as tmp:

@@ -137,7 +137,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
 
 def test_layers_without_pois(tmp_path: Path) -> None:
     root = make_bundle(tmp_path, with_layers=(), mutate=lambda p: p.manifest["layers"].pop("pois"))
-    find(validate_city(root), "city.toml", "layers", text="pois is required")
+    find(validate_city(root), "city.toml", "layers", text="neither pois nor regions")
 
 
 def test_listed_layer_file_missing(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from mfm.core.cache import files_signature
 from mfm.core.constants import REGION_ID
 from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images, warn_random_init
 from mfm.core.heads import ProjectionHead
+from mfm.core.image_tail import ResNetTail, encode_prefix
 from mfm.core.modality import Context, Modality, Options, View
 
 IMAGE = "image"
@@ -66,6 +67,13 @@ class SatOptions(Options):
     weights: str = Field("none", description="ResNet18 weights: none, imagenet or a file path")
     batch_size: int = Field(128, gt=0)
     augmentations: int = Field(4, ge=1, le=7, description="augmented copies per tile (L_sate)")
+    finetune_blocks: int = Field(
+        0,
+        ge=0,
+        le=2,
+        description="0: frozen, cached features; k: train ResNet18's last k stages on "
+        "cached activations of the rest (mfm.core.image_tail; for GPUs)",
+    )
 
 
 class SatModality(Modality):
@@ -123,6 +131,46 @@ class SatModality(Modality):
         self.register_buffer("augmented", feats["augmented"].float(), persistent=False)
         self.register_buffer("has_image", torch.as_tensor(has), persistent=False)
         self.head = ProjectionHead(RESNET_DIM, ctx.dim, inputs=self.features[self.has_image])
+        self.tail: ResNetTail | None = None
+        if opts.finetune_blocks:
+            self._prepare_tail(ctx, key, paths, has)
+
+    def _prepare_tail(
+        self, ctx: Context, key: dict[str, object], paths: list, has: np.ndarray
+    ) -> None:
+        """Cache the frozen part's activations of every tile copy; train the last stages."""
+        opts = self.options
+        per = 1 + opts.augmentations
+
+        def compute() -> dict[str, Tensor]:
+            images = AugmentedImages(ImageFiles(paths, opts.image_size), opts.augmentations)
+            act = encode_prefix(
+                images,
+                opts.weights,
+                opts.finetune_blocks,
+                opts.batch_size,
+                ctx.device,
+                ctx.config.num_workers,
+                ctx.quiet,
+                "encode satellite tiles (frozen part)",
+            )
+            full = torch.zeros(len(has), per, *act.shape[1:], dtype=act.dtype)
+            full[torch.as_tensor(np.flatnonzero(has))] = act.view(len(paths), per, *act.shape[1:])
+            return {"prefix": full}
+
+        tail_key = key | {"finetune_blocks": opts.finetune_blocks}
+        prefix = ctx.cache.get_or_compute("sat-prefix", tail_key, compute)["prefix"]
+        self.register_buffer("prefix", prefix, persistent=False)
+        self.tail = ResNetTail(opts.weights, opts.finetune_blocks)
+
+    def _tiles(self, idx: Tensor, copy: Tensor | int) -> Tensor:
+        """ResNet18 features ``[B, 512]`` of copy ``copy`` (0: the tile) of regions ``idx``."""
+        if self.tail is None:
+            if isinstance(copy, int) and copy == 0:
+                return self.features[idx]
+            return self.augmented[idx, torch.as_tensor(copy, device=idx.device) - 1]
+        out = self.tail(self.prefix[idx, copy].float())
+        return out * self.has_image[idx][:, None].to(out.dtype)
 
     @property
     def num_augmentations(self) -> int:
@@ -130,12 +178,12 @@ class SatModality(Modality):
         return self.augmented.shape[1]
 
     def region_view(self, idx: Tensor) -> Tensor:
-        return self.head(self.features[idx.to(self.features.device)])
+        return self.head(self._tiles(idx.to(self.features.device), 0))
 
     def augmented_view(self, idx: Tensor, aug: Tensor) -> Tensor:
         """``head`` of augmented copy ``aug[b]`` (0..num_augmentations-1) of region ``idx[b]``."""
         idx, aug = idx.to(self.augmented.device), aug.to(self.augmented.device)
-        return self.head(self.augmented[idx, aug])
+        return self.head(self._tiles(idx, aug + 1))
 
 
 def _row_of(keys: np.ndarray, table: np.ndarray) -> np.ndarray:
