@@ -35,7 +35,14 @@ from mfm.core.model import UrbanModel
 from mfm.core.objective import Objective
 from mfm.core.plugins import PluginInfo, Registry, load_registry
 from mfm.core.progress import console, log
-from mfm.core.rundir import CHECKPOINTS, claim_out, default_out, release_out, run_identity
+from mfm.core.rundir import (
+    CHECKPOINTS,
+    RunManifest,
+    claim_out,
+    default_out,
+    release_out,
+    run_identity,
+)
 from mfm.core.scales import SLOT_DESCRIPTIONS, Scale
 from mfm.core.scene import SceneEncoder
 from mfm.core.trainer import Runtime, Trainer, TrainSettings, init_runtime
@@ -279,7 +286,7 @@ def _train_and_export(
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
         kill_point("manifest")
-        write_json(result.manifest, manifest)
+        write_json(result.manifest, RunManifest.model_validate(manifest).model_dump(mode="json"))
         shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)  # model.safetensors stays
         files = [str(p) for p in (*written, result.manifest) if p is not None]
         console.print(f"[green]wrote[/] {', '.join(files)}")

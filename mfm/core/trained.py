@@ -13,13 +13,11 @@ heads' input statistics come from the city being embedded, the rest from the run
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from datetime import datetime
 from importlib.metadata import version as dist_version
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -41,7 +39,7 @@ from mfm.core.pipeline import (
 )
 from mfm.core.plugins import load_registry
 from mfm.core.progress import console
-from mfm.core.rundir import claim_out, release_out
+from mfm.core.rundir import RunDir, RunManifest, claim_out, release_out
 from mfm.core.trainer import Runtime, init_runtime
 from mfm.core.weights import MODEL_FILE, read_model
 
@@ -66,16 +64,15 @@ class TrainedModel:
 
     def __init__(self, run_dir: Path | str) -> None:
         self.run_dir = Path(run_dir).resolve()
-        path = self.run_dir / RUN_MANIFEST
-        if not path.is_file() or not (self.run_dir / MODEL_FILE).is_file():
+        if not (self.run_dir / RUN_MANIFEST).is_file() or not (self.run_dir / MODEL_FILE).is_file():
             raise MfmError(
                 f"{run_dir} is not a finished run ({RUN_MANIFEST} and {MODEL_FILE} needed); "
                 "pass a directory written by `mfm run`"
             )
-        self.manifest: dict[str, Any] = json.loads(path.read_text())
-        self.config = RunConfig.model_validate(self.manifest["config"])
-        self.objectives: list[str] = [s["name"] for s in self.manifest.get("stages", [])]
-        self.modalities: list[str] = list(self.manifest.get("modalities", {}))
+        self.manifest = RunDir(self.run_dir).manifest
+        self.config = RunConfig.model_validate(self.manifest.config)
+        self.objectives: list[str] = [s["name"] for s in self.manifest.stages]
+        self.modalities: list[str] = list(self.manifest.modalities)
 
     def __repr__(self) -> str:
         return (
@@ -157,7 +154,7 @@ class TrainedModel:
         return plan
 
     def _check_backbones(self, plan: RunPlan) -> None:
-        recorded = self.manifest.get("backbones", {})
+        recorded = self.manifest.backbones
         for mod in plan.modalities:
             now, then = mod.backbone(), recorded.get(mod.name)
             if then is not None and now != then:
@@ -211,17 +208,19 @@ class TrainedModel:
         manifest = {
             "mfm_version": dist_version("urban-mfm"),
             "created": datetime.now().isoformat(timespec="seconds"),
-            "embedded_with": {"run": str(self.run_dir), "city": self.manifest.get("city")},
+            "embedded_with": {"run": str(self.run_dir), "city": self.manifest.city.model_dump()},
             "config": config.model_dump(mode="json"),
             "city": city_record(city),
             "modalities": {m.name: m.fingerprint() for m in plan.modalities},
-            "backbones": self.manifest.get("backbones", {}),
+            "backbones": self.manifest.backbones,
             "objectives": [o.name for o in objectives],
             "feature_cache": {"dir": str(cache.root), "hits": cache.hits, "misses": cache.misses},
             "outputs": outputs_record(poi, region),
             "wall_seconds": round(time.perf_counter() - t_start, 2),
         }
-        manifest_path = write_json(out / RUN_MANIFEST, manifest)
+        manifest_path = write_json(
+            out / RUN_MANIFEST, RunManifest.model_validate(manifest).model_dump(mode="json")
+        )
         if not config.quiet:
             files = [str(p) for p in (poi_path, region_path) if p is not None]
             console.print(f"[green]wrote[/] {', '.join(files)}")

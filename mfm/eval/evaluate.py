@@ -11,7 +11,6 @@ DataFrame) the same way; its scores stand in the ``mfm`` column of the results.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -28,15 +27,13 @@ from mfm.core.atomic import write_text
 from mfm.core.cache import FeatureCache, default_cache_dir
 from mfm.core.city import City, LabelSpec
 from mfm.core.constants import (
-    POI_EMBEDDINGS,
     POI_ID,
-    REGION_EMBEDDINGS,
     REGION_ID,
-    RUN_MANIFEST,
 )
 from mfm.core.embed import read_embeddings, write_json
 from mfm.core.errors import MfmError
 from mfm.core.export import BASELINE_FILE
+from mfm.core.rundir import RunDir
 from mfm.eval.baselines import (
     BASELINES,
     REFERENCES,
@@ -64,50 +61,14 @@ MIN_ITEMS = 5
 # --------------------------------------------------------------------------- the run
 
 
-def read_manifest(run_dir: Path | str) -> dict[str, Any]:
-    """Read ``RUN_DIR/manifest.json``; MfmError when it is not a finished run."""
-    path = Path(run_dir) / RUN_MANIFEST
-    if not path.is_file():
-        raise MfmError(f"{run_dir} has no {RUN_MANIFEST}; pass a directory written by `mfm run`")
-    try:
-        return json.loads(path.read_text())
-    except ValueError as exc:
-        raise MfmError(f"{path} is not valid JSON ({exc}); re-run `mfm run`") from None
-
-
-def run_city(manifest: dict[str, Any], run_dir: Path | str, city: Path | str | None = None) -> City:
-    """Load the city bundle the run was trained on (``city.root`` in the manifest), or
-    ``city`` when given (the bundle moved, or a copy of it)."""
-    root = Path(city) if city is not None else Path(manifest.get("city", {}).get("root", ""))
-    if not (root / "city.toml").is_file():
-        where = "--city" if city is not None else f"city.root in {RUN_MANIFEST}"
-        raise MfmError(
-            f"the city of run {run_dir} ({root}, {where}) is not there; "
-            "put the bundle back at that path or pass --city DIR"
-        )
-    return City.load(root)
-
-
 def list_tasks(run_dir: Path | str, city: Path | str | None = None) -> dict[str, LabelSpec]:
     """The labelled tasks (``[labels.*]``) of the run's city, by name."""
-    manifest = read_manifest(run_dir)
-    return dict(run_city(manifest, run_dir, city).labels)
+    return dict(RunDir(run_dir).city(city).labels)
 
 
-def _embeddings(
-    run_dir: Path, manifest: dict[str, Any], level: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _embeddings(run: RunDir, level: str) -> tuple[np.ndarray, np.ndarray]:
     """(ids, embeddings) of the run at ``level``."""
-    outputs = manifest.get("outputs", {})
-    default = REGION_EMBEDDINGS if level == "region" else POI_EMBEDDINGS
-    name = outputs.get(f"{level}_embeddings", default)
-    path = run_dir / name if name else None
-    if path is None or not path.is_file():
-        raise MfmError(
-            f"run {run_dir} has no {level} embeddings ({default}); a {level}-level task needs "
-            f"a run on a city with {_LAYER[level]}"
-        )
-    frame, emb = read_embeddings(path)
+    frame, emb = read_embeddings(run.embeddings_file(level))
     return frame[LEVELS[level]].astype(str).to_numpy(), emb
 
 
@@ -343,14 +304,6 @@ def _check_args(
         raise MfmError(f"unknown baseline {unknown[0]!r}; use any of: {', '.join(BASELINES)}")
 
 
-def _cache(manifest: dict[str, Any]) -> FeatureCache:
-    """The feature cache the run used (so its text features are found, not recomputed)."""
-    where = manifest.get("feature_cache", {}).get("dir") or manifest.get("config", {}).get(
-        "cache_dir"
-    )
-    return FeatureCache(Path(where) if where else default_cache_dir())
-
-
 @dataclass(frozen=True)
 class _Sources:
     """Where an evaluation's baselines come from."""
@@ -365,9 +318,9 @@ class _Sources:
     """Why raw / untrained are missing when ``run_dir`` is None."""
 
 
-def _run_sources(run_dir: Path, manifest: dict[str, Any]) -> _Sources:
+def _run_sources(run: RunDir) -> _Sources:
     """The baselines of a run: its references, text options and feature cache."""
-    return _Sources(run_dir, manifest.get("modalities", {}).get("osm", {}), _cache(manifest))
+    return _Sources(run.path, run.text_options, run.cache)
 
 
 def _baselines(
@@ -517,16 +470,16 @@ def evaluate(
     """
     _check_args(split, runs, probe, baselines, test_size)
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
-    city = run_city(manifest, run_dir, city)
+    run = RunDir(run_dir)
+    city = run.city(city)
     resolved = resolve_task(city, task, labels, level, kind)
-    emb_ids, emb = _embeddings(run_dir, manifest, resolved[1])
+    emb_ids, emb = _embeddings(run, resolved[1])
     return _score(
         city,
         resolved,
         emb_ids,
         emb,
-        _run_sources(run_dir, manifest),
+        _run_sources(run),
         f"run {run_dir}",
         split=split,
         runs=runs,
@@ -549,7 +502,7 @@ def embeddings_city(table: EmbeddingTable, city: City | Path | str | None = None
             )
         return City.load(city)
     if table.run_dir is not None:
-        return run_city(read_manifest(table.run_dir), table.run_dir)
+        return RunDir(table.run_dir).city()
     raise MfmError(
         f"no city to score {table.source} in; pass --city BUNDLE (the bundle whose ids it holds)"
     )
@@ -567,9 +520,9 @@ def _table_sources(
     cache = cache if isinstance(cache, FeatureCache | None) else FeatureCache(Path(cache))
     run = None
     if table.run_dir is not None:
-        manifest = read_manifest(table.run_dir)
-        run = _run_sources(table.run_dir, manifest)
-        recorded = manifest.get("city", {}).get("hashes", {}).get(_LAYER[level])
+        source = RunDir(table.run_dir)
+        run = _run_sources(source)
+        recorded = source.manifest.city.hashes.get(_LAYER[level])
         if recorded is not None and recorded != city.fingerprint(_LAYER[level]):
             why = (
                 f"run {table.run_dir} next to {table.source} was trained on another city "

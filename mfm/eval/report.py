@@ -29,17 +29,16 @@ from sklearn.model_selection import GroupKFold, KFold
 
 from mfm.core.atomic import write_text
 from mfm.core.city import City
-from mfm.core.constants import POI_EMBEDDINGS, REGION_EMBEDDINGS, REGION_ID
+from mfm.core.constants import REGION_ID
 from mfm.core.embed import read_embeddings
 from mfm.core.errors import MfmError
 from mfm.core.progress import log
+from mfm.core.rundir import RunDir, RunManifest
 from mfm.eval.evaluate import (
     KINDS,
     LEVELS,
     evaluate,
-    read_manifest,
     resolve_task,
-    run_city,
     write_eval,
 )
 from mfm.eval.probes import DEFAULT_PROBE, fit_probe
@@ -156,14 +155,8 @@ def _section(heading: str, body: str, note: str = "") -> str:
     return f"<section><h2>{html.escape(heading)}</h2>{n}{body}</section>"
 
 
-def _embeddings(run_dir: Path, manifest: dict[str, Any], level: str) -> tuple[Any, np.ndarray]:
-    outputs = manifest.get("outputs", {})
-    default = REGION_EMBEDDINGS if level == "region" else POI_EMBEDDINGS
-    name = outputs.get(f"{level}_embeddings", default)
-    path = run_dir / name if name else None
-    if path is None or not path.is_file():
-        raise MfmError(f"run {run_dir} has no {level} embeddings ({default}); re-run `mfm run`")
-    return read_embeddings(path)
+def _embeddings(run: RunDir, level: str) -> tuple[Any, np.ndarray]:
+    return read_embeddings(run.embeddings_file(level))
 
 
 # --------------------------------------------------------------------------- predictions
@@ -248,8 +241,7 @@ def with_unit(text: str, unit: str) -> str:
 
 
 def task_predictions(
-    run_dir: Path,
-    manifest: dict[str, Any],
+    run: RunDir,
     city: City,
     task: str,
     probe: str,
@@ -258,7 +250,7 @@ def task_predictions(
 ) -> TaskPredictions:
     """Join ``task``'s labels to the run's embeddings and predict them out of fold."""
     name, level, kind, frame, _ = resolve_task(city, task, None, None, None)
-    emb_frame, emb = _embeddings(run_dir, manifest, level)
+    emb_frame, emb = _embeddings(run, level)
     id_col = LEVELS[level]
     layer = city.regions if level == "region" else city.pois
     emb_row = {k: i for i, k in enumerate(emb_frame[id_col].astype(str))}
@@ -595,8 +587,7 @@ def _eval_results(
     run_dir: Path, runs: int, probe: str, split: str, seed: int, city: Path | str | None = None
 ) -> list[Any]:
     """``RUN_DIR/eval/*.json``, or evaluate every task of the city first and write them."""
-    manifest = read_manifest(run_dir)
-    order = list(run_city(manifest, run_dir, city).labels)  # the city's order, extras last
+    order = list(RunDir(run_dir).city(city).labels)  # the city's order, extras last
     found = sorted(
         (run_dir / "eval").glob("*.json"),
         key=lambda p: (order.index(p.stem) if p.stem in order else len(order), p.stem),
@@ -704,22 +695,22 @@ def _ablation_html(where: Path) -> str:
 # --------------------------------------------------------------------------- the page
 
 
-def _header(manifest: dict[str, Any], city: City) -> str:
-    cfg = manifest.get("config", {})
-    stages = manifest.get("stages", [])
-    mods = ", ".join(manifest.get("modalities", {})) or "-"
+def _header(manifest: RunManifest, city: City) -> str:
+    cfg = manifest.config
+    stages = manifest.stages
+    mods = ", ".join(manifest.modalities) or "-"
     stage_text = ", ".join(f"{s['name']} ({s['scale']})" for s in stages) or "none"
-    wall = manifest.get("wall_seconds")
-    device = manifest.get("device", {})
+    wall = manifest.wall_seconds
+    device = manifest.device
     items = [
-        ("city", f"{city.name} ({manifest.get('city', {}).get('crs', city.crs)})"),
+        ("city", f"{city.name} ({manifest.city.crs})"),
         ("modalities", mods),
         ("stages", stage_text),
         ("wall time", f"{wall:.1f} s" if isinstance(wall, int | float) else "-"),
         ("epochs", str(cfg.get("epochs", "-"))),
         ("dim", str(cfg.get("dim", "-"))),
         ("device", f"{device.get('type', '?')} x{device.get('world_size', 1)}"),
-        ("created", str(manifest.get("created", "-"))),
+        ("created", manifest.created),
     ]
     meta = "".join(f"<span><b>{k}</b> {html.escape(v)}</span>" for k, v in items)
     return (
@@ -728,9 +719,9 @@ def _header(manifest: dict[str, Any], city: City) -> str:
     )
 
 
-def _stages_table(manifest: dict[str, Any]) -> str:
+def _stages_table(manifest: RunManifest) -> str:
     rows = []
-    for s in manifest.get("stages", []):
+    for s in manifest.stages:
         losses = s.get("epoch_losses") or s.get("losses") or []
         rows.append(
             [
@@ -744,7 +735,7 @@ def _stages_table(manifest: dict[str, Any]) -> str:
             ]
         )
     header = ["stage", "scale", "epochs", "steps", "first epoch loss", "last epoch loss", "s"]
-    skipped = [p for p in manifest.get("plan", []) if p.get("skipped")]
+    skipped = [p for p in manifest.plan if p.get("skipped")]
     extra = ""
     if skipped:
         extra = "<h3>Skipped objectives</h3>" + _table(
@@ -756,12 +747,12 @@ def _stages_table(manifest: dict[str, Any]) -> str:
     return _table(header, rows, left={1}) + extra
 
 
-def _health_table(manifest: dict[str, Any]) -> str:
+def _health_table(manifest: RunManifest) -> str:
     """Rows: after each stage; columns: every objective's loss (its chance level); a cell
     at or above :data:`NEAR_CHANCE` of chance is marked."""
     from mfm.core.trainer import NEAR_CHANCE
 
-    stages = manifest.get("stages", [])
+    stages = manifest.stages
     names = list(dict.fromkeys(n for s in stages for n in s.get("health", {})))
     if not names:
         return "<p>This run records no objective health (a run older than the feature).</p>"
@@ -778,13 +769,13 @@ def _health_table(manifest: dict[str, Any]) -> str:
     return _table(["", *names], rows, left={0}, warn=warn)
 
 
-def _embedding_html(run_dir: Path, manifest: dict[str, Any], city: City, out: Path) -> str:
+def _embedding_html(run: RunDir, city: City, out: Path) -> str:
     """The PCA map of the region (else POI) embeddings beside the training losses."""
     from mfm.plots import loss_curves, pca_map
 
     pois = city.pois.to_crs(city.crs)
-    if manifest.get("outputs", {}).get("region_embeddings"):
-        frame, emb = _embeddings(run_dir, manifest, "region")
+    if run.manifest.outputs.region_embeddings:
+        frame, emb = _embeddings(run, "region")
         shapes: gpd.GeoDataFrame = frame.to_crs(city.crs)
         what = f"{len(frame)} regions"
         if REGION_ID in frame and city.has("regions"):  # the city's own polygons, same order
@@ -792,7 +783,7 @@ def _embedding_html(run_dir: Path, manifest: dict[str, Any], city: City, out: Pa
             shapes = shapes.to_crs(city.crs)
         pca = pca_map(shapes, emb, out / "embedding_pca.png", pois=pois)
     else:
-        frame, emb = _embeddings(run_dir, manifest, "poi")
+        frame, emb = _embeddings(run, "poi")
         what = f"{len(frame)} POIs (the run has no region embeddings)"
         pca = pca_map(frame.to_crs(city.crs), emb, out / "embedding_pca.png", title="POI PCA")
     pca_html = _section(
@@ -802,20 +793,20 @@ def _embedding_html(run_dir: Path, manifest: dict[str, Any], city: City, out: Pa
         "(PC1 = red, PC2 = green, PC3 = blue, each min-max scaled): similar colours, similar "
         "embeddings. POIs drawn faintly on top.",
     )
-    curves = loss_curves(manifest.get("stages", []), out / "loss_curves.png")
+    curves = loss_curves(run.manifest.stages, out / "loss_curves.png")
     train_html = _section(
         "Training",
-        _img(curves, "training loss per stage") + _stages_table(manifest),
+        _img(curves, "training loss per stage") + _stages_table(run.manifest),
         "Loss per optimizer step of each stage (the paper's Fig. 4); stages run in order.",
     )
     return f'<div class="grid half cards">{pca_html}{train_html}</div>'
 
 
-def _health_html(manifest: dict[str, Any], out: Path) -> str:
+def _health_html(manifest: RunManifest, out: Path) -> str:
     """The objective-health figure and table."""
     from mfm.plots import health_curves
 
-    health = health_curves(manifest.get("stages", []), out / "health.png")
+    health = health_curves(manifest.stages, out / "health.png")
     health_img = _img(health, "objective health") if health is not None else ""
     return _section(
         "Objective health",
@@ -866,9 +857,10 @@ def report(
         MfmError: Not a run directory, an unknown task, a missing ablation directory.
     """
     run_dir = Path(run_dir)
-    manifest = read_manifest(run_dir)
+    run = RunDir(run_dir)
+    manifest = run.manifest
     city_root = city
-    city = run_city(manifest, run_dir, city_root)
+    city = run.city(city_root)
     out = run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     where = _ablation_dir(run_dir, ablation)
@@ -882,7 +874,7 @@ def report(
     figures = ""
     for name in city.labels:
         try:
-            tp = task_predictions(run_dir, manifest, city, name, probe, split, seed)
+            tp = task_predictions(run, city, name, probe, split, seed)
         except MfmError as exc:
             maps.append(_error_section(f"Map: {name}", exc))
             figures = _error_section(f"Task {name}", exc) if name == task else figures
@@ -892,7 +884,7 @@ def report(
             figures = _prediction_figures(tp, out, probe, split)
 
     sections = [_protocol_html(split, probe, results), *maps] if maps else []
-    sections += [_embedding_html(run_dir, manifest, city, out), _health_html(manifest, out)]
+    sections += [_embedding_html(run, city, out), _health_html(manifest, out)]
     sections.append(figures)
     units = {name: spec.unit for name, spec in city.labels.items()}
     sections.append(_eval_html(results, units))

@@ -1,7 +1,11 @@
 """Runs never mix or clobber: --resume continues only the same run, --out is claimed."""
 
 import json
+from pathlib import Path
 
+import pytest
+
+from mfm.core.errors import MfmError
 from tests.test_cli import assert_one_line_error, mfm
 
 FAST = ("--plugins", "osm,polygon", "--epochs", "1", "--max-steps", "2", "--quiet")
@@ -93,3 +97,23 @@ def test_eval_and_report_find_a_moved_city_with_city(tiny_city, tmp_path):
     shutil.copytree(moved, tmp_path / "elsewhere")
     rep = mfm("report", out, "--city", tmp_path / "elsewhere")
     assert rep.returncode == 0, rep.stderr
+
+
+def test_a_finished_run_is_read_through_its_typed_manifest(tiny_city, tmp_path):
+    from mfm.core.config import make_config
+    from mfm.core.pipeline import run
+    from mfm.core.rundir import RunDir
+
+    out = tmp_path / "run"
+    run(make_config(city=tiny_city, out=out, plugins="osm", epochs=1, dim=16, quiet=True))
+    rd = RunDir(out)
+    assert rd.manifest.city.root == str(Path(tiny_city).resolve())
+    assert rd.manifest.outputs.region_dim == rd.manifest.outputs.dim * 3 + 3
+    assert rd.embeddings_file("region").name == "region_embeddings.parquet"
+    assert rd.city().name == rd.manifest.city.name and rd.config.epochs == 1
+    assert rd.text_options["model"] == "all-MiniLM-L6-v2"
+    broken = json.loads((out / "manifest.json").read_text())
+    del broken["outputs"]
+    (out / "manifest.json").write_text(json.dumps(broken))
+    with pytest.raises(MfmError, match=r"is not a run manifest \(outputs: Field required\)"):
+        RunDir(out)
