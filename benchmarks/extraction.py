@@ -177,7 +177,7 @@ def main() -> None:
     repeats = args.repeats or (1 if args.quick else 3)
     limit = 512 if args.quick else None
     from mfm.cities.default import default_city
-    from mfm.core.city import City
+    from mfm.core.bundle.city import City
 
     before = machine()
     city = City.load(default_city(args.size))

@@ -89,8 +89,8 @@ def _child(args: argparse.Namespace) -> None:
 
     set_threads(args.threads)
 
+    from mfm.core.bundle.city import City
     from mfm.core.cache import FeatureCache
-    from mfm.core.city import City
     from mfm.core.config import RunConfig
     from mfm.core.modality import Context
     from mfm.core.model import UrbanModel
@@ -208,7 +208,7 @@ def main() -> None:
         warm = _spawn("prepare", city, cache, Path(tmp) / "warm", args)
     after = machine()
 
-    from mfm.core.city import City
+    from mfm.core.bundle.city import City
 
     c = City.load(city)
     sizes = {

@@ -45,7 +45,7 @@ _EXPORTS: dict[str, str] = {
     "InfoNCE": "mfm.core.losses",
     "info_nce": "mfm.core.losses",
     "DEFAULT_TAU": "mfm.core.losses",
-    "City": "mfm.core.city",
+    "City": "mfm.core.bundle.city",
     "FeatureCache": "mfm.core.cache",
     "UrbanModel": "mfm.core.model",
     "log": "mfm.core.progress",
@@ -121,8 +121,8 @@ def run(config: Any, resume: bool = False, overwrite: bool = False) -> Any:
 
 
 if TYPE_CHECKING:
+    from mfm.core.bundle.city import City
     from mfm.core.cache import FeatureCache
-    from mfm.core.city import City
     from mfm.core.config import RunConfig, make_config
     from mfm.core.errors import CityError, ConfigError, MfmError, PluginError
     from mfm.core.heads import ProjectionHead

@@ -532,7 +532,7 @@ def city_info_command(
 ) -> None:
     """Summarise a bundle: layers, counts, CRS, extent and labels."""
     from mfm.cities.info import city_info, city_map, info_table
-    from mfm.core.city import City
+    from mfm.core.bundle.city import City
 
     city = City.load(root)  # validated once for the summary and the map
     info = city_info(city)
@@ -549,7 +549,7 @@ def city_info_command(
 @city_app.command("validate")
 def city_validate(root: Annotated[Path, typer.Argument(help="City bundle directory")]) -> None:
     """Check a City bundle and list every problem found (exit 2 if any)."""
-    from mfm.core.validate import validate_city
+    from mfm.core.bundle.validate import validate_city
 
     problems = validate_city(root)
     for p in problems:

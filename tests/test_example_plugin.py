@@ -36,7 +36,7 @@ def _write_hill_dem(city: Path) -> None:
     import rasterio
     from rasterio.transform import from_origin
 
-    from mfm.core.city import City
+    from mfm.core.bundle.city import City
 
     c = City.load(city)
     x0, y0, x1, y1 = c.regions.to_crs(c.crs).total_bounds + np.array([-50, -50, 50, 50])

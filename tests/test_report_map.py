@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import r2_score
 
-from mfm.core.validate import validate_city
+from mfm.core.bundle.validate import validate_city
 from mfm.eval.report import report
 
 UNIT = "people"

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import make_config, plugin_options
 from mfm.core.modality import Context
 from mfm.core.model import UrbanModel

@@ -1,7 +1,7 @@
 """Shared input checks for the ``add-*`` importers (street view, satellite, trajectories).
 
 Every problem in a user's input becomes one :class:`~mfm.core.errors.CityError` line that
-names the input file, the 0-based data row (as :class:`mfm.core.validate.Problem` counts
+names the input file, the 0-based data row (as :class:`mfm.core.bundle.validate.Problem` counts
 rows), the column, the reason and the fix. With ``drop_invalid`` the bad rows are dropped
 instead and counted per reason, so the importer can report them in its summary.
 """
@@ -19,9 +19,10 @@ import numpy as np
 import pandas as pd
 
 from mfm.cities.bundle import Staging
+from mfm.core.bundle.rules import IMAGE
+from mfm.core.bundle.validate import check_image
 from mfm.core.constants import SVI_DIRECTIONS
 from mfm.core.errors import CityError, oneline, short_repr
-from mfm.core.validate import IMAGE, check_image
 
 if TYPE_CHECKING:
     import geopandas as gpd

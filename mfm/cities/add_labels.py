@@ -36,7 +36,7 @@ import pandas as pd
 
 from mfm.cities._input import PARQUET_SUFFIXES, read_vector
 from mfm.cities.bundle import Staging, edit_bundle
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.constants import GEOMETRY, KIND_TARGET, LEVEL_ID, LEVEL_LAYER, POI_ID, TAGS
 from mfm.core.errors import CityError, short_repr
 

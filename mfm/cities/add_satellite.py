@@ -38,10 +38,10 @@ from mfm.cities._input import (
     remove_layer_files,
 )
 from mfm.cities.bundle import Staging, edit_bundle
+from mfm.core.bundle.rules import IMAGE
 from mfm.core.constants import REGION_ID, WGS84
 from mfm.core.errors import CityError, oneline
 from mfm.core.progress import progress_bar
-from mfm.core.validate import IMAGE
 
 if TYPE_CHECKING:
     from rasterio.io import DatasetReader
@@ -57,7 +57,7 @@ PERCENTILES = (2.0, 98.0)
 
 def _regions(root: Path) -> tuple[gpd.GeoDataFrame, str, str]:
     """The bundle's regions (validated), its metric CRS and the regions file."""
-    from mfm.core.city import City
+    from mfm.core.bundle.city import City
 
     city = City.load(root)
     if not city.has("regions"):

@@ -39,9 +39,9 @@ from mfm.cities._input import (
     table_columns,
 )
 from mfm.cities.bundle import edit_bundle
+from mfm.core.bundle.rules import TIME
 from mfm.core.constants import GEOMETRY, TRAJ_ID, WGS84
 from mfm.core.errors import CityError, short_repr
-from mfm.core.validate import TIME
 
 __all__ = ["OPTIONS", "add_trajectories"]
 

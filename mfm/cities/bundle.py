@@ -1,7 +1,7 @@
 """Writing City bundles safely: all-or-nothing creation and edits (DESIGN §5).
 
 Every writer (``mfm city synth``, ``from-osm``, the ``add-*`` imports) stages its work in
-a hidden sibling directory, validates the result with :func:`mfm.core.validate.validate_city`
+a hidden sibling directory, validates the result with :func:`mfm.core.bundle.validate.validate_city`
 and only then swaps it into place. A failure at any point, including a bad input row found
 half-way, leaves the original bundle (or nothing) behind.
 
@@ -23,10 +23,10 @@ from typing import Any
 
 import pandas as pd
 
+from mfm.core.bundle.validate import read_city_toml, validate_city
 from mfm.core.config import toml_value
 from mfm.core.constants import CITY_MANIFEST, GEOMETRY, LAYERS
 from mfm.core.errors import CityError
-from mfm.core.validate import read_city_toml, validate_city
 
 __all__ = ["Staging", "edit_bundle", "manifest_text", "new_bundle", "read_manifest"]
 
@@ -81,7 +81,7 @@ class Staging:
             shutil.copy2(src, dst)
 
 
-read_manifest = read_city_toml  # city.toml is parsed in mfm.core.validate only
+read_manifest = read_city_toml  # city.toml is parsed in mfm.core.bundle.validate only
 
 
 def manifest_text(manifest: dict[str, Any]) -> str:

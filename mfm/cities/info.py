@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mfm.cities.bundle import read_manifest
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.constants import FOOTPRINT, LAYERS, LEVEL_LAYER, REGION_ID, SVI_DIRECTIONS, TRAJ_ID
 
 if TYPE_CHECKING:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from mfm.core.atomic import atomic_path
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.graphs import region_mean
 from mfm.core.modality import Modality, View
 from mfm.core.model import UrbanModel

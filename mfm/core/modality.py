@@ -12,8 +12,8 @@ from pydantic import BaseModel, ConfigDict
 from torch import Tensor, nn
 
 if TYPE_CHECKING:
+    from mfm.core.bundle.city import City
     from mfm.core.cache import FeatureCache
-    from mfm.core.city import City
     from mfm.core.config import RunConfig
     from mfm.core.scene import SceneEncoder
 

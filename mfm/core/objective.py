@@ -21,7 +21,7 @@ from mfm.core.scales import Scale
 from mfm.core.views import Views
 
 if TYPE_CHECKING:
-    from mfm.core.city import City
+    from mfm.core.bundle.city import City
 
 
 class Objective(nn.Module, ABC):

@@ -15,8 +15,8 @@ import torch
 from rich.markup import escape
 from rich.table import Table
 
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import RunConfig, plugin_options
 from mfm.core.constants import (
     LAYERS,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 from mfm.core.atomic import write_json
 from mfm.core.cache import default_cache_dir
 from mfm.core.hookspecs import PROJECT
+from mfm.core.plugins import TRACE_ENV
 
 INDEX_FILE = "plugins.json"
 
@@ -54,7 +56,10 @@ def signature() -> list[list[Any]]:
 
 
 def read_index(root: Path | None = None) -> dict[str, Any] | None:
-    """The remembered index when it is still true of the installed plugins, else None."""
+    """The remembered index when it is still true of the installed plugins, else None
+    (also None while ``MFM_TRACE_PLUGINS`` asks to see the hooks called)."""
+    if os.environ.get(TRACE_ENV):
+        return None
     path = (root or default_cache_dir()) / INDEX_FILE
     try:
         index = json.loads(path.read_text())

@@ -19,8 +19,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mfm.core.atomic import write_json
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import RunConfig
 from mfm.core.constants import LAYERS, POI_EMBEDDINGS, RUN_MANIFEST
 from mfm.core.errors import MfmError

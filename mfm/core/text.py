@@ -14,8 +14,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from mfm.core.encoders import DEFAULT_TEXT_MODEL, encode_texts
 
 if TYPE_CHECKING:
+    from mfm.core.bundle.city import City
     from mfm.core.cache import FeatureCache
-    from mfm.core.city import City
 
 SERIALIZER = "kv-v1"
 

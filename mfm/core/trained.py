@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from mfm.core.atomic import write_json
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import RunConfig
 from mfm.core.constants import RUN_MANIFEST
 from mfm.core.errors import MfmError, PluginError

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from mfm.core.atomic import write_text
+from mfm.core.bundle.city import City
 from mfm.core.cache import default_cache_dir
-from mfm.core.city import City
 from mfm.core.config import RunConfig, make_config
 from mfm.core.constants import RUN_MANIFEST
 from mfm.core.embed import write_json

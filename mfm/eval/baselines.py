@@ -23,8 +23,8 @@ import numpy as np
 import scipy.sparse as sp
 from sklearn.feature_extraction.text import TfidfTransformer
 
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.export import BASELINE_FILE
 from mfm.core.graphs import region_mean
 

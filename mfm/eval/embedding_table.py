@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.constants import (
     EMBEDDING,
     GEOMETRY,

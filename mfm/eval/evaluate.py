@@ -24,8 +24,8 @@ from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 from threadpoolctl import threadpool_limits
 
 from mfm.core.atomic import write_text
+from mfm.core.bundle import City, LabelSpec
 from mfm.core.cache import FeatureCache, default_cache_dir
-from mfm.core.city import City, LabelSpec
 from mfm.core.constants import (
     POI_ID,
     REGION_ID,

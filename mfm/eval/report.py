@@ -28,7 +28,7 @@ from sklearn.metrics import r2_score
 from sklearn.model_selection import GroupKFold, KFold
 
 from mfm.core.atomic import write_text
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.constants import REGION_ID
 from mfm.core.embed import read_embeddings
 from mfm.core.errors import MfmError

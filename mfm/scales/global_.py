@@ -42,7 +42,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.errors import MfmError
 from mfm.core.export import standardized
 from mfm.core.graphs import Neighbours, group_members, polygon_adjacency

@@ -27,7 +27,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.errors import MfmError
 from mfm.core.graphs import radius_neighbours
 from mfm.core.hookspecs import hookimpl

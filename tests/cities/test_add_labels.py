@@ -14,7 +14,7 @@ import shapely
 
 from mfm.cities.add_labels import add_labels, label_from_tag
 from mfm.cities.bundle import Staging, new_bundle
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.constants import CITY_MANIFEST
 from mfm.core.errors import CityError
 from tests.bundles import assert_untouched, snapshot

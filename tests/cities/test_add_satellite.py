@@ -18,7 +18,7 @@ from rasterio.warp import transform_bounds
 
 from mfm.cities.add_satellite import add_satellite
 from mfm.cities.bundle import new_bundle
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.errors import CityError
 from tests.bundles import assert_untouched, snapshot
 

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from mfm.cities.add_svi import add_svi
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.constants import SVI_DIRECTIONS
 from mfm.core.errors import CityError
 from tests.bundles import assert_untouched, snapshot

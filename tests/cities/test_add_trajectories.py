@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from mfm.cities.add_trajectories import add_trajectories
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.errors import CityError
 from tests.bundles import assert_untouched, snapshot
 

@@ -13,9 +13,9 @@ import shapely
 
 from mfm.cities.from_osm import POI_KEYS, from_osm, parse_bbox
 from mfm.cities.osm_reader import check_pbf, read_osm
-from mfm.core.city import City
+from mfm.core.bundle.city import City
+from mfm.core.bundle.validate import validate_city
 from mfm.core.errors import CityError
-from mfm.core.validate import validate_city
 
 
 def test_helsinki_bundle_has_pois_footprints_roads_and_blocks(helsinki_city: Path) -> None:

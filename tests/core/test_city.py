@@ -1,4 +1,4 @@
-"""Tests for mfm.core.city: reading, validating and indexing City bundles."""
+"""Tests for mfm.core.bundle.city: reading, validating and indexing City bundles."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from pyproj import Geod
 from shapely.geometry import LineString, Point
 
-from mfm.core.city import City, LabelSpec, Problem, check_image, validate_city
+from mfm.core.bundle import City, LabelSpec, Problem, check_image, validate_city
 from mfm.core.errors import CityError, MfmError
 from tests.core.citydata import BundleParts, make_bundle, png_bytes, point
 

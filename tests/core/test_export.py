@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.export import export_embeddings
 
 

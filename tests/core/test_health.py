@@ -3,6 +3,7 @@
 import json
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -102,13 +103,13 @@ def test_report_health_table():
         {"name": "poi", "health": {"poi": _h(0.5), "svi": _h(1.0)}},
         {"name": "svi", "health": {"poi": _h(0.97), "svi": _h(0.6)}},
     ]
-    table = _health_table({"stages": stages})
+    table = _health_table(SimpleNamespace(stages=stages))
     assert "after poi" in table and "after svi" in table
     assert table.count('class="warn"') == 2  # svi before its stage, poi after svi
     assert f"{0.97 * CHANCE:.3f} ({CHANCE:.3f})" in table
-    old = {"stages": [{"name": "poi", "scale": "micro"}]}
+    old = SimpleNamespace(stages=[{"name": "poi", "scale": "micro"}])
     assert "records no objective health" in _health_table(old)
-    assert health_curves(old["stages"], Path("unused.png")) is None
+    assert health_curves(old.stages, Path("unused.png")) is None
 
 
 def test_report_health_figure(tmp_path):

@@ -33,8 +33,8 @@ def test_blocks_are_checked():
 
 
 def test_sat_fine_tuning_trains_the_last_stage(tiny_city, cache_dir):
+    from mfm.core.bundle.city import City
     from mfm.core.cache import FeatureCache
-    from mfm.core.city import City
     from mfm.core.config import make_config
     from mfm.core.modality import Context
     from mfm.plugins.sat.modality import SatModality, SatOptions

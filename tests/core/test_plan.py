@@ -4,7 +4,7 @@ import types
 
 import pytest
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.config import make_config
 from mfm.core.errors import PluginError
 from mfm.core.hookspecs import hookimpl

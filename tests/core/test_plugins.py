@@ -98,7 +98,7 @@ def test_load_env_limits_distributions(monkeypatch):
 
 def test_core_import_stays_light():
     code = (
-        "import sys, mfm.core.plugins, mfm.core.config, mfm.core.city, mfm.core.validate; "
+        "import sys, mfm.core.plugins, mfm.core.config, mfm.core.bundle; "
         "print([m for m in ('torch_geometric', 'transformers', 'torchvision') "
         "if m in sys.modules])"
     )

@@ -16,9 +16,9 @@ import shapely.affinity
 from PIL import Image
 from shapely.geometry import LineString, Point, Polygon
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
+from mfm.core.bundle.validate import validate_city
 from mfm.core.errors import CityError
-from mfm.core.validate import validate_city
 from tests.core.citydata import WGS84, BundleParts, lonlat, make_bundle
 from tests.test_cli import assert_one_line_error, mfm
 

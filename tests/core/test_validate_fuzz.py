@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mfm.cli import app
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.errors import CityError
 from tests.bundles import snapshot
 from tests.core.citydata import make_bundle

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.config import make_config
 from mfm.core.errors import MfmError
 from mfm.eval.ablate import ablate, plan_variants

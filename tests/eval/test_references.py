@@ -7,7 +7,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.export import BASELINE_FILE
 from mfm.eval import evaluate
 from mfm.eval.baselines import counts_features, poi_text_features

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.config import make_config
 from mfm.core.errors import CityError
 from mfm.core.pipeline import run

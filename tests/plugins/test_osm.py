@@ -1,7 +1,7 @@
 import torch
 
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import RunConfig
 from mfm.core.modality import Context
 from mfm.core.model import UrbanModel

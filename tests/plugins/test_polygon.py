@@ -4,8 +4,8 @@ import shapely
 import torch
 from shapely.geometry import Polygon, box
 
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import RunConfig
 from mfm.core.errors import MfmError
 from mfm.core.losses import info_nce

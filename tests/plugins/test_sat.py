@@ -6,8 +6,8 @@ import shapely
 import torch
 from shapely.geometry import LineString, box
 
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import RunConfig
 from mfm.core.modality import Context, View
 from mfm.core.model import UrbanModel

@@ -6,8 +6,8 @@ import torch
 from pydantic import ValidationError
 from shapely.geometry import Point, box
 
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import RunConfig
 from mfm.core.modality import Context, View
 from mfm.core.plugins import LOAD_ENV, load_registry

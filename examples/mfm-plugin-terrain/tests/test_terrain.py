@@ -15,8 +15,8 @@ import pytest
 import rasterio
 import torch
 from affine import Affine
+from mfm.core.bundle.city import City
 from mfm.core.cache import FeatureCache
-from mfm.core.city import City
 from mfm.core.config import RunConfig, make_config
 from mfm.core.errors import MfmError
 from mfm.core.losses import info_nce

@@ -13,7 +13,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.errors import MfmError
 from mfm.core.graphs import group_members, nearest_line
 from mfm.core.losses import DEFAULT_TAU, info_nce

@@ -22,7 +22,7 @@ import torch
 from pydantic import Field
 from torch import Tensor
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.constants import FOOTPRINT
 from mfm.core.encoders import RESNET_DIM, encode_images, warn_random_init
 from mfm.core.errors import MfmError

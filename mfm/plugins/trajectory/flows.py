@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.constants import REGION_ID, TRAJ_ID
 
 DISTANCE_EDGES = (1000.0, 3000.0, 10000.0)
@@ -50,7 +50,7 @@ def od_pairs(city: City) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _trip_ends(city: City) -> tuple[np.ndarray, np.ndarray]:
     """Region index of each trajectory's first and last point (sorted by traj_id, t)."""
-    from mfm.core.city import _assign_regions
+    from mfm.core.bundle.city import _assign_regions
 
     traj = city.layer("trajectories")
     ids = traj[TRAJ_ID].to_numpy()

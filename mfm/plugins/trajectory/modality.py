@@ -27,7 +27,7 @@ from mfm.plugins.trajectory.features import (
 from mfm.plugins.trajectory.flows import flow_features, od_pairs
 
 if TYPE_CHECKING:
-    from mfm.core.city import City
+    from mfm.core.bundle.city import City
 
 FEATURES_VERSION = "mobility-v1"
 FLOWS_VERSION = "flows-v1"

@@ -15,7 +15,7 @@ import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from mfm.core.city import City
+from mfm.core.bundle.city import City
 from mfm.core.losses import DEFAULT_TAU, info_nce
 from mfm.core.modality import Context, Options
 from mfm.core.objective import Objective

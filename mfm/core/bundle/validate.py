@@ -1,6 +1,6 @@
 """Validation of a City bundle (docs/bundle.md): every problem, with file, row and column.
 
-:func:`validate_city` lists every problem found; :class:`~mfm.core.city.City` loads a
+:func:`validate_city` lists every problem found; :class:`~mfm.core.bundle.city.City` loads a
 bundle only after it passes, so nothing downstream reads an unchecked layer.
 
 Besides types and columns it rejects input that parses but is wrong:
@@ -21,14 +21,23 @@ import functools
 import json
 import os
 import tomllib
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from mfm.core.bundle.problems import Problem, ProblemReport
+from mfm.core.bundle.rules import (
+    _LABEL_KEYS,
+    _MANIFEST_KEYS,
+    _POLYGON,
+    IMAGE,
+    LAYER_RULES,
+    TIME,
+    LabelSpec,
+)
 from mfm.core.constants import (
     CITY_MANIFEST,
     FOOTPRINT,
@@ -38,11 +47,8 @@ from mfm.core.constants import (
     LEVEL_ID,
     LEVEL_LAYER,
     OD_COLUMNS,
-    POI_ID,
     REGION_ID,
-    ROAD_ID,
     SVI_DIRECTIONS,
-    SVI_ID,
     TAGS,
     TRAJ_ID,
     WGS84,
@@ -53,9 +59,6 @@ if TYPE_CHECKING:
     import geopandas as gpd
 
 __all__ = ["LabelSpec", "Problem", "check_image", "validate_city"]
-
-ROW_CAP = 20
-"""Row-level problems reported per file, column and rule before one summary line."""
 
 AREA_MARGIN_DEG = 2.0
 """Degrees a layer may reach past its crs's area of use. A UTM zone is still accurate to
@@ -75,99 +78,6 @@ when its trip never comes within the limit, or it is a lone jump out and back (a
 glitch), so a trip out of town stays valid."""
 
 _EARTH_KM = 6371.0088
-
-IMAGE = "image"
-TIME = "t"
-_MANIFEST_KEYS = ("name", "crs", "layers", "labels")
-_LABEL_KEYS = ("path", "level", "kind", "unit")
-_POINT = ("Point",)
-_LINE = ("LineString", "MultiLineString")
-_POLYGON = ("Polygon", "MultiPolygon")
-
-
-@dataclass(frozen=True)
-class _LayerRule:
-    id: str
-    columns: tuple[str, ...]
-    geom: tuple[str, ...] | None
-    unique_ids: bool = True
-
-
-LAYER_RULES: dict[str, _LayerRule] = {
-    "pois": _LayerRule(POI_ID, (POI_ID, GEOMETRY, TAGS), _POINT),
-    "roads": _LayerRule(ROAD_ID, (ROAD_ID, GEOMETRY, TAGS), _LINE),
-    "regions": _LayerRule(REGION_ID, (REGION_ID, GEOMETRY), _POLYGON),
-    "svi": _LayerRule(SVI_ID, (SVI_ID, GEOMETRY, *SVI_DIRECTIONS), _POINT),
-    "satellite": _LayerRule(REGION_ID, (REGION_ID, IMAGE), None),
-    "trajectories": _LayerRule(TRAJ_ID, (TRAJ_ID, TIME, GEOMETRY), _POINT, unique_ids=False),
-    "od": _LayerRule(OD_COLUMNS[0], OD_COLUMNS, None, unique_ids=False),
-}
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a bundle.
-
-    Attributes:
-        file: Path relative to the bundle (e.g. ``"pois.parquet"``).
-        row: 0-based data row (CSV: not counting the header), or None for a file-level
-            problem.
-        column: Column (or manifest key) concerned, or None.
-        message: What is wrong and how to fix it, one line.
-    """
-
-    file: str
-    row: int | None
-    column: str | None
-    message: str
-
-    def __str__(self) -> str:
-        where = self.file
-        if self.row is not None:
-            where += f" row {self.row}"
-        if self.column is not None:
-            where += f" column {self.column}"
-        return f"{where}: {self.message}"
-
-
-@dataclass(frozen=True)
-class LabelSpec:
-    """A labelled task declared under ``[labels.<name>]`` in ``city.toml``."""
-
-    name: str
-    path: Path
-    level: Literal["region", "poi"]
-    kind: Literal["regression", "classification"]
-    unit: str = ""
-    """Unit of the values (``unit = "people"``), shown by ``mfm report``; "" when not given."""
-
-
-class ProblemReport:
-    """Collects problems; caps row-level reports per rule."""
-
-    def __init__(self) -> None:
-        self.problems: list[Problem] = []
-
-    def add(self, file: str, message: str, *, row: int | None = None, column: str | None = None):
-        self.problems.append(Problem(file, row, column, oneline(message, 400)))
-
-    def rows(
-        self,
-        file: str,
-        column: str | None,
-        bad: np.ndarray,
-        message: Callable[[int], str],
-        what: str,
-    ) -> None:
-        """Report each row where ``bad`` is True (capped at ROW_CAP, then one summary)."""
-        idx = np.flatnonzero(np.asarray(bad, dtype=bool))
-        for r in idx[:ROW_CAP]:
-            self.add(file, message(int(r)), row=int(r), column=column)
-        if len(idx) > ROW_CAP:
-            self.add(file, f"... and {len(idx) - ROW_CAP} more rows: {what}", column=column)
-
-
-# --------------------------------------------------------------------------- images
 
 
 def check_image(path: Path | str) -> None:
@@ -1158,14 +1068,6 @@ def validate_city(root: Path | str) -> list[Problem]:
         The problems, in manifest, layer, then label order.
     """
     return check_bundle(root)[0]
-
-
-def one_line_error(problems: list[Problem], root: Path | str) -> CityError:
-    msg = str(problems[0])
-    if len(problems) > 1:
-        n = len(problems) - 1
-        msg += f"; ({n} more problem{'s' if n > 1 else ''}: run `mfm city validate {root}`)"
-    return CityError(msg)
 
 
 # --------------------------------------------------------------------------- City

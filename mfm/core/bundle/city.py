@@ -1,7 +1,7 @@
 """The City bundle: reading and indexing a city directory (DESIGN §5).
 
 A bundle is a directory with a ``city.toml`` manifest and GeoParquet layers in EPSG:4326.
-:meth:`City.load` validates it first (:mod:`mfm.core.validate`) and raises a one-line
+:meth:`City.load` validates it first (:mod:`mfm.core.bundle.validate`) and raises a one-line
 :class:`~mfm.core.errors.CityError` when anything is wrong.
 """
 
@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from mfm.core.bundle.problems import ProblemReport, one_line_error
+from mfm.core.bundle.rules import LAYER_RULES, TIME, LabelSpec
+from mfm.core.bundle.validate import check_bundle, label_frame, parse_crs
 from mfm.core.constants import (
     CITY_MANIFEST,
     FOOTPRINT,
@@ -29,26 +32,11 @@ from mfm.core.constants import (
     WGS84,
 )
 from mfm.core.errors import CityError
-from mfm.core.validate import (  # noqa: F401 - LabelSpec, Problem, ... re-exported
-    IMAGE,
-    LAYER_RULES,
-    TIME,
-    LabelSpec,
-    ParsedBundle,
-    Problem,
-    ProblemReport,
-    check_bundle,
-    check_image,
-    label_frame,
-    one_line_error,
-    parse_crs,
-    validate_city,
-)
 
 if TYPE_CHECKING:
     import geopandas as gpd
 
-__all__ = ["City", "LabelSpec", "Problem", "check_image", "validate_city"]
+__all__ = ["City"]
 
 
 @dataclass(eq=False, repr=False)
