@@ -12,6 +12,9 @@ At 64 x 64 pixels the cached activation is 256 x 4 x 4 values per image for k = 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import torch
 from torch import Tensor, nn
 
@@ -19,7 +22,14 @@ from mfm.core.encoders import build_resnet18, normalize_images
 from mfm.core.errors import MfmError
 from mfm.core.progress import progress_bar
 
+if TYPE_CHECKING:
+    from mfm.core.modality import Context
+
 STAGES = ("layer1", "layer2", "layer3", "layer4")
+FINETUNE_HELP = (
+    "0: frozen, cached features; k = 1 or 2: train ResNet18's last k stages on cached "
+    "activations of the frozen rest (mfm.core.image_tail; meant for GPUs)"
+)
 
 
 def _check(blocks: int) -> None:
@@ -84,3 +94,27 @@ def encode_prefix(
             out.append(net(normalize_images(batch.to(device))).half().cpu())
             bar.advance(len(batch))
     return torch.cat(out)
+
+
+def cached_prefix(
+    ctx: Context,
+    kind: str,
+    key: dict[str, object],
+    images: Callable[[], torch.utils.data.Dataset],
+    weights: str,
+    blocks: int,
+    batch_size: int,
+    label: str,
+) -> Tensor:
+    """:func:`encode_prefix` of ``images()`` through the feature cache (``<kind>-prefix``,
+    ``key`` plus ``blocks``): float16 ``[N, C, h, w]``."""
+
+    def compute() -> dict[str, Tensor]:
+        act = encode_prefix(
+            images(), weights, blocks, batch_size, ctx.device, ctx.config.num_workers, ctx.quiet,
+            label,
+        )  # fmt: skip
+        return {"prefix": act}
+
+    parts = key | {"finetune_blocks": blocks}
+    return ctx.cache.get_or_compute(f"{kind}-prefix", parts, compute)["prefix"]

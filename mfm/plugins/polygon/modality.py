@@ -27,6 +27,7 @@ from mfm.core.constants import FOOTPRINT
 from mfm.core.encoders import RESNET_DIM, encode_images, warn_random_init
 from mfm.core.errors import MfmError
 from mfm.core.heads import ProjectionHead
+from mfm.core.image_tail import FINETUNE_HELP, ResNetTail, cached_prefix
 from mfm.core.modality import Context, Modality, Options, PoiView, View
 from mfm.plugins.polygon.raster import RASTER_VERSION, MaskImages, rasterize_footprints
 
@@ -37,6 +38,7 @@ class PolygonOptions(Options):
     image_size: int = Field(64, ge=16, le=512, description="raster side in pixels")
     weights: str = Field("none", description="ResNet18 weights: none, imagenet or a file path")
     batch_size: int = Field(256, gt=0)
+    finetune_blocks: int = Field(0, ge=0, le=2, description=FINETUNE_HELP)
 
 
 def footprint_features(
@@ -129,6 +131,28 @@ class PolygonModality(Modality):
         self.head = ProjectionHead(
             RESNET_DIM + 1, ctx.dim, inputs=self.raw_features()[self.has_footprint]
         )
+        self.tail: ResNetTail | None = None
+        if opts.finetune_blocks:  # the last ResNet stages train on cached activations
+            rows = torch.nonzero(self.has_footprint).flatten()
+
+            def masks() -> MaskImages:
+                geoms = city.pois[FOOTPRINT].to_crs(city.crs).to_numpy()[rows.numpy()]
+                return MaskImages(rasterize_footprints(geoms, opts.image_size))
+
+            act = cached_prefix(
+                ctx,
+                "polygon",
+                key,
+                masks,
+                opts.weights,
+                opts.finetune_blocks,
+                opts.batch_size,
+                "encode footprints (frozen part)",
+            )
+            prefix = torch.zeros(len(city.pois), *act.shape[1:], dtype=act.dtype)
+            prefix[rows] = act
+            self.register_buffer("prefix", prefix, persistent=False)
+            self.tail = ResNetTail(opts.weights, opts.finetune_blocks)
 
     def raw_features(self) -> Tensor:
         """Footprint features and area, zero for POIs without a footprint."""
@@ -137,7 +161,8 @@ class PolygonModality(Modality):
 
     def poi_view(self, idx: Tensor, query: Tensor | None = None) -> PoiView:
         idx = idx.to(self.features.device)
-        x = torch.cat([self.features[idx], self.area[idx]], dim=1)
         mask = self.has_footprint[idx]
+        feats = self.features[idx] if self.tail is None else self.tail(self.prefix[idx].float())
+        x = torch.cat([feats, self.area[idx]], dim=1)
         emb = self.head(x) * mask[:, None].to(x.dtype)
         return PoiView(emb, mask)

@@ -22,7 +22,7 @@ from mfm.core.cache import files_signature
 from mfm.core.constants import REGION_ID
 from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images, warn_random_init
 from mfm.core.heads import ProjectionHead
-from mfm.core.image_tail import ResNetTail, encode_prefix
+from mfm.core.image_tail import FINETUNE_HELP, ResNetTail, cached_prefix
 from mfm.core.modality import Context, Modality, Options, View
 
 IMAGE = "image"
@@ -67,13 +67,7 @@ class SatOptions(Options):
     weights: str = Field("none", description="ResNet18 weights: none, imagenet or a file path")
     batch_size: int = Field(128, gt=0)
     augmentations: int = Field(4, ge=1, le=7, description="augmented copies per tile (L_sate)")
-    finetune_blocks: int = Field(
-        0,
-        ge=0,
-        le=2,
-        description="0: frozen, cached features; k: train ResNet18's last k stages on "
-        "cached activations of the rest (mfm.core.image_tail; for GPUs)",
-    )
+    finetune_blocks: int = Field(0, ge=0, le=2, description=FINETUNE_HELP)
 
 
 class SatModality(Modality):
@@ -141,25 +135,18 @@ class SatModality(Modality):
         """Cache the frozen part's activations of every tile copy; train the last stages."""
         opts = self.options
         per = 1 + opts.augmentations
-
-        def compute() -> dict[str, Tensor]:
-            images = AugmentedImages(ImageFiles(paths, opts.image_size), opts.augmentations)
-            act = encode_prefix(
-                images,
-                opts.weights,
-                opts.finetune_blocks,
-                opts.batch_size,
-                ctx.device,
-                ctx.config.num_workers,
-                ctx.quiet,
-                "encode satellite tiles (frozen part)",
-            )
-            full = torch.zeros(len(has), per, *act.shape[1:], dtype=act.dtype)
-            full[torch.as_tensor(np.flatnonzero(has))] = act.view(len(paths), per, *act.shape[1:])
-            return {"prefix": full}
-
-        tail_key = key | {"finetune_blocks": opts.finetune_blocks}
-        prefix = ctx.cache.get_or_compute("sat-prefix", tail_key, compute)["prefix"]
+        act = cached_prefix(
+            ctx,
+            "sat",
+            key,
+            lambda: AugmentedImages(ImageFiles(paths, opts.image_size), opts.augmentations),
+            opts.weights,
+            opts.finetune_blocks,
+            opts.batch_size,
+            "encode satellite tiles (frozen part)",
+        )
+        prefix = torch.zeros(len(has), per, *act.shape[1:], dtype=act.dtype)
+        prefix[torch.as_tensor(np.flatnonzero(has))] = act.view(len(paths), per, *act.shape[1:])
         self.register_buffer("prefix", prefix, persistent=False)
         self.tail = ResNetTail(opts.weights, opts.finetune_blocks)
 

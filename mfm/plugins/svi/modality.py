@@ -38,6 +38,7 @@ from mfm.core.constants import SVI_DIRECTIONS
 from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images, warn_random_init
 from mfm.core.graphs import radius_neighbours
 from mfm.core.heads import ProjectionHead
+from mfm.core.image_tail import FINETUNE_HELP, ResNetTail, cached_prefix
 from mfm.core.losses import DEFAULT_TAU
 from mfm.core.modality import Context, Modality, Options, PoiView, View
 from mfm.core.scene import build_scene_encoder
@@ -56,6 +57,7 @@ class SviOptions(Options):
     max_dist: float = Field(1000.0, gt=0, description="metres from a POI to its groups")
     max_groups: int = Field(8, ge=1, description="nearest groups kept per POI")
     tau: float = Field(DEFAULT_TAU, gt=0, description="attention temperature (Eq. 13)")
+    finetune_blocks: int = Field(0, ge=0, le=2, description=FINETUNE_HELP)
 
 
 def facing_direction(from_xy: np.ndarray, to_xy: np.ndarray) -> np.ndarray:
@@ -185,6 +187,21 @@ class SviModality(Modality):
         self.gate = nn.Linear(2 * ctx.dim, 2)
         self.scene = build_scene_encoder(opts.scene, ctx.scene_encoders)
         self.scene.prepare(ctx, feats, ctx.dim)
+        self.tail: ResNetTail | None = None
+        if opts.finetune_blocks:  # the last ResNet stages train on cached activations
+            act = cached_prefix(
+                ctx,
+                "svi",
+                key,
+                lambda: ImageFiles(paths, opts.image_size),
+                opts.weights,
+                opts.finetune_blocks,
+                opts.batch_size,
+                "encode street view (frozen part)",
+            )
+            prefix = act.view(len(svi), N_DIRECTIONS, *act.shape[1:])
+            self.register_buffer("prefix", prefix, persistent=False)
+            self.tail = ResNetTail(opts.weights, opts.finetune_blocks)
 
     @property
     def num_groups(self) -> int:
@@ -193,7 +210,12 @@ class SviModality(Modality):
 
     def group_views(self, groups: Tensor) -> Tensor:
         """Projected direction views ``[B, 4, d]`` (E, S, W, N) of groups ``groups`` ``[B]``."""
-        return self.head(self.features[groups.to(self.features.device)])
+        groups = groups.to(self.features.device)
+        if self.tail is None:
+            return self.head(self.features[groups])
+        act = self.prefix[groups]  # [B, 4, C, h, w]
+        feats = self.tail(act.flatten(0, 1).float()).view(len(groups), N_DIRECTIONS, -1)
+        return self.head(feats)
 
     def scene_embedding(self, groups: Tensor, views: Tensor) -> Tensor | None:
         """E_scene ``[B, d]`` (Eq. 8, via the configured scene encoder) or None."""
