@@ -124,9 +124,9 @@ def test_modality_on_tiny_city_is_cached_and_trains(tiny_city, tmp_path):
     assert all(not torch.equal(x, p) for x, p in zip(before, a.parameters(), strict=True))
 
 
-def test_plugin_registers_a_region_view_and_no_objective(monkeypatch):
+def test_plugin_registers_two_region_views_and_l_flow(monkeypatch):
     monkeypatch.setenv(LOAD_ENV, "")
     reg = load_registry(extra={"trajectory": "mfm.plugins.trajectory"})
     info = reg.plugins["trajectory"]
-    assert list(info.modalities) == ["trajectory"] and not info.objectives
-    assert info.modalities["trajectory"].views == frozenset({View.REGION})
+    assert list(info.modalities) == ["trajectory", "flows"] and list(info.objectives) == ["flow"]
+    assert all(m.views == frozenset({View.REGION}) for m in info.modalities.values())
