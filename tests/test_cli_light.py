@@ -76,3 +76,61 @@ def test_plugins_lists_from_the_index_without_torch(tmp_path):
     assert json.loads(remembered) == json.loads(loaded)
     names = {p["name"] for p in json.loads(remembered)}
     assert {"osm", "sat", "global", "hello"} <= names
+
+
+MODALITY_PLUGIN = """
+import os
+from pathlib import Path
+
+import mfm
+
+Path(os.environ["MARKER"]).write_text("imported")
+
+
+class Nothing(mfm.Modality):
+    name = "nothing"
+    layers = ("regions",)
+    views = frozenset({mfm.View.REGION})
+
+    def prepare(self, ctx):
+        pass
+
+
+@mfm.hookimpl
+def register_modalities(register):
+    register(Nothing)
+"""
+
+
+def test_a_run_does_not_import_modality_plugins_it_does_not_select(tiny_city, tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "mfm_nothing.py").write_text(MODALITY_PLUGIN)
+    info = site / "mfm_nothing-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mfm-nothing\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[mfm]\nnothing = mfm_nothing\n")
+    marker = tmp_path / "marker"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(site), str(ROOT)]),
+        "MFM_CACHE": str(tmp_path / "cache"),
+        "MARKER": str(marker),
+    }
+    env.pop("MFM_LOAD_PLUGINS", None)
+    listing = [sys.executable, "-m", "mfm", "plugins"]
+    subprocess.run(listing, env=env, check=True, capture_output=True)
+    assert marker.exists()  # listing loads every plugin once (and writes the index)
+    marker.unlink()
+    code = (
+        "from mfm.core.bundle import City; from mfm.core.config import make_config; "
+        "from mfm.core.pipeline import plan_run; "
+        f"plan = plan_run(make_config(city={str(tiny_city)!r}, plugins='osm'), "
+        f"City.load({str(tiny_city)!r})); "
+        "print(sorted(m.name for m in plan.modalities)); "
+        "print([e.skip for e in plan.entries if e.plugin == 'sat'])"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert not marker.exists()  # not selected: not imported
+    assert "['osm']" in r.stdout and "plugin sat not selected" in r.stdout

@@ -157,6 +157,10 @@ def plan_run(config: RunConfig, city: City, registry: Registry | None = None) ->
                 entry.skip = entry.module.skip_reason(city)
                 entry.note = entry.module.plan_note(city) if entry.skip is None else None
             plan.entries.append(entry)
+    for name, record in registry.unloaded.items():  # known from the index, never imported
+        for obj in record["objectives"]:
+            skip = f"plugin {name} not selected: add it to --plugins"
+            plan.entries.append(PlanEntry(obj["name"], Scale.parse(obj["scale"]), name, skip))
     plan.entries.sort(key=lambda e: e.scale)  # stable: registration order within a slot
     return plan
 

@@ -66,9 +66,16 @@ class PluginInfo:
 class Registry:
     """All installed plugins and the modalities and objectives they registered."""
 
-    def __init__(self, pm: pluggy.PluginManager, infos: dict[str, PluginInfo]) -> None:
+    def __init__(
+        self,
+        pm: pluggy.PluginManager,
+        infos: dict[str, PluginInfo],
+        unloaded: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
         self.pm = pm
         self.plugins = infos
+        self.unloaded = unloaded or {}
+        """Modality plugins a run did not select, left unimported: their index records."""
 
     @property
     def modality_plugins(self) -> list[str]:
@@ -79,7 +86,7 @@ class Registry:
         """The plugins a run uses: the named modality plugins plus every scale plugin."""
         if names is None:
             names = self.modality_plugins
-        known = set(self.modality_plugins)
+        known = set(self.modality_plugins) | set(self.unloaded)
         for name in names:
             if name not in known:
                 hint = ", ".join(sorted(known)) or "none installed"
@@ -114,7 +121,9 @@ def load_registry(
             points, by name; tests use this for fake plugins.
         require: entry-point names that must import; one that fails to is an error. Any
             other that fails is skipped with a one-line warning, so a broken plugin that
-            a run does not select cannot stop it. None requires every plugin.
+            a run does not select cannot stop it. None requires every plugin. When the
+            plugin index knows them, modality plugins outside ``require`` are not imported
+            at all (``Registry.unloaded``).
     """
     pm = pluggy.PluginManager(PROJECT)
     pm.add_hookspecs(hookspecs)
@@ -122,8 +131,11 @@ def load_registry(
         pm.trace.root.setwriter(lambda text: print(text, end="", file=sys.stderr))
         pm.enable_tracing()
     required = None if require is None else set(require)
+    unloaded = _unselected(required)
     infos: dict[str, PluginInfo] = {}
     for ep in _entry_points():
+        if ep.name in unloaded:
+            continue
         if ep.name in infos:
             raise PluginError(
                 f"plugin {ep.name!r} is installed twice ({infos[ep.name].package} and "
@@ -157,7 +169,20 @@ def load_registry(
         name = pm.get_name(exc.plugin) if exc.plugin is not None else "?"
         raise PluginError(f"plugin {name!r} implements an unknown hook: {exc}") from None
     _collect(pm, infos)
-    return Registry(pm, infos)
+    return Registry(pm, infos, unloaded)
+
+
+def _unselected(required: set[str] | None) -> dict[str, dict[str, Any]]:
+    """Index records of the modality plugins a run that selects ``required`` can leave
+    unimported (none without a fresh plugin index, or when nothing is selected)."""
+    if not required:
+        return {}
+    from mfm.core.plugin_index import read_index
+
+    index = read_index()
+    if index is None:
+        return {}
+    return {p["name"]: p for p in index["plugins"] if p["modalities"] and p["name"] not in required}
 
 
 def _each_plugin(pm: pluggy.PluginManager, hook: str) -> Iterator[tuple[str, HookCaller]]:
