@@ -124,7 +124,13 @@ class TrainedModel:
             if not city.has(layer)
         ]
         if missing:
-            usable = [m for m in self.modalities if m not in {n for n, _ in missing}]
+            lacking = {n for n, _ in missing}
+            usable = [
+                info.name
+                for info in registry.plugins.values()
+                if set(info.modalities) & set(self.modalities)
+                and not set(info.modalities) & lacking
+            ]
             raise MfmError(
                 f"the model of {self.run_dir} needs layer {missing[0][1]!r} (modality "
                 f"{missing[0][0]}) that {city.root} lacks; add it, or train a run with "
