@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import itertools
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -25,10 +23,16 @@ DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 RESNET_DIM = 512
-CALIBRATION_IMAGES = 512  # int8 images: activation ranges from the first this many images
 
 TextPrecision = Literal["auto", "fp32", "bf16"]
-ImagePrecision = Literal["fp32", "bf16", "int8"]
+ImagePrecision = Literal["fp32", "bf16"]
+Precision = Literal["auto", "fp32", "bf16"]
+"""A backbone's arithmetic option: ``auto`` is bf16 where the device computes it natively."""
+PRECISION_HELP = (
+    "image encoder arithmetic: fp32; bf16 (folded batch norms, channels-last: ~3x faster "
+    "on CPUs with AMX or AVX512-BF16, per-image cosine >= 0.995 after centring); auto: bf16 "
+    "where the device computes bf16 natively, else fp32"
+)
 
 
 def resolve_text_model(model: str) -> str:
@@ -106,14 +110,16 @@ def native_bf16(device: torch.device | str) -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
-def resolve_text_precision(
-    precision: TextPrecision, device: torch.device | str = "cpu"
+def resolve_precision(
+    precision: Precision, device: torch.device | str = "cpu", fine_tuned: bool = False
 ) -> Literal["fp32", "bf16"]:
-    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32``; others pass through."""
+    """``auto`` -> ``bf16`` where :func:`native_bf16`, else ``fp32`` (always fp32 for a
+    ``fine_tuned`` backbone, whose live fp32 forward must start at the cached features);
+    others pass through."""
     if precision == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return "bf16" if native_bf16(device) and not fine_tuned else "fp32"
     if precision not in ("fp32", "bf16"):
-        raise ConfigError(f"text precision {precision!r}: use auto, fp32 or bf16")
+        raise ConfigError(f"precision {precision!r}: use auto, fp32 or bf16")
     return precision
 
 
@@ -142,7 +148,7 @@ def encode_texts(
     cosine >= 0.9999 to fp32 on MiniLM and several times faster on AMX / AVX512-BF16 CPUs
     (``benchmarks/fast_extraction.py``); ``auto`` picks it where :func:`native_bf16`.
     """
-    dtype = torch.bfloat16 if resolve_text_precision(precision, device) == "bf16" else None
+    dtype = torch.bfloat16 if resolve_precision(precision, device) == "bf16" else None
     tokenizer, encoder = load_text_encoder(model)
     encoder.to(device, dtype)
     order = np.argsort([len(t) for t in texts])  # similar lengths per batch: less padding
@@ -255,25 +261,6 @@ def fold_batchnorm(net: nn.Module) -> nn.Module:
     return fuse(net)
 
 
-def quantize_int8(net: nn.Module, calibration: Sequence[Tensor]) -> nn.Module:
-    """Static int8 (FX graph mode, the CPU's default quantized engine) of a float net.
-
-    Activation ranges are observed on ``calibration`` (normalized float batches); weights
-    are per-channel. The result runs on CPU only.
-    """
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    with warnings.catch_warnings():  # "please migrate to torchao": the API still works
-        warnings.simplefilter("ignore")
-        engine = torch.backends.quantized.engine
-        mapping = get_default_qconfig_mapping(engine)
-        prepared = prepare_fx(net.eval(), mapping, example_inputs=(calibration[0],))
-        for batch in calibration:
-            prepared(batch)
-        return convert_fx(prepared)
-
-
 @torch.inference_mode()
 def encode_images(
     images: torch.utils.data.Dataset,
@@ -288,12 +275,11 @@ def encode_images(
     """Run frozen ResNet18 over a dataset of uint8 ``[H, W, 3]`` images -> ``[N, 512]``.
 
     ``precision`` applies on CPU (CUDA always runs bf16 autocast): ``bf16`` folds the
-    BatchNorms and runs bfloat16 channels-last (fast where :func:`native_bf16`); ``int8``
-    quantizes statically, calibrated on the first :data:`CALIBRATION_IMAGES` images of
-    ``images`` (so a feature depends slightly on which images come first).
+    BatchNorms and runs bfloat16 channels-last, fast where :func:`native_bf16`. (Static
+    int8 was measured too and left out: ``benchmarks/fast_extraction.py``.)
     """
-    if precision not in ("fp32", "bf16", "int8"):
-        raise ConfigError(f"image precision {precision!r}: use fp32, bf16 or int8")
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"image precision {precision!r}: use fp32 or bf16")
     device = torch.device(device)
     mode = precision if device.type == "cpu" else "fp32"
     net = build_resnet18(weights)
@@ -314,24 +300,11 @@ def encode_images(
             x = x.to(dtype, memory_format=torch.channels_last)
         return x
 
-    def batches() -> Iterator[Tensor]:
-        nonlocal net
-        it = iter(loader)
-        head: list[Tensor] = []
-        if mode == "int8":
-            for batch in it:  # decoded once: kept for the encoding pass below
-                head.append(batch)
-                if sum(len(b) for b in head) >= CALIBRATION_IMAGES:
-                    break
-            if head:
-                net = quantize_int8(net, [inputs(b) for b in head])
-        yield from itertools.chain(head, it)
-
     out = []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     with progress_bar(label, len(images), quiet, unit="img") as bar, autocast:
         try:
-            for batch in batches():
+            for batch in loader:
                 feats = net(inputs(batch))
                 out.append(feats.float().cpu())
                 bar.advance(len(batch))

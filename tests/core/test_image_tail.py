@@ -66,7 +66,8 @@ def test_image_fine_tuning_starts_frozen_and_trains_the_last_stage(
     city = City.load(tiny_city)
     ctx = Context(city, make_config(city=tiny_city), FeatureCache(cache_dir), torch.device("cpu"),
                   32, quiet=True)  # fmt: skip
-    frozen, tuned = modality(modality.Options()), modality(modality.Options(finetune_blocks=1))
+    frozen = modality(modality.Options(precision="fp32"))
+    tuned = modality(modality.Options(finetune_blocks=1))
     torch.manual_seed(0)
     frozen.prepare(ctx)
     torch.manual_seed(0)

@@ -84,7 +84,7 @@ def test_finetuning_trains_only_the_last_layers(tiny_city, cache_dir):
     assert last.grad is not None and last.grad.abs().sum() > 0
     assert text.encoder.encoder.layer[0].output.dense.weight.grad is None
     # at init the fine-tuned path reproduces the frozen cached features
-    frozen = OsmText(OsmOptions(max_length=32))
+    frozen = OsmText(OsmOptions(max_length=32, precision="fp32"))
     frozen.prepare(ctx)
     frozen.head = text.head
     torch.testing.assert_close(frozen.poi_view(torch.arange(8)).emb, view.emb, atol=1e-4, rtol=1e-4)

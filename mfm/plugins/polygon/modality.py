@@ -24,7 +24,15 @@ from torch import Tensor
 
 from mfm.core.bundle.city import City
 from mfm.core.constants import FOOTPRINT
-from mfm.core.encoders import RESNET_DIM, encode_images, warn_random_init
+from mfm.core.encoders import (
+    PRECISION_HELP,
+    RESNET_DIM,
+    ImagePrecision,
+    Precision,
+    encode_images,
+    resolve_precision,
+    warn_random_init,
+)
 from mfm.core.errors import MfmError
 from mfm.core.heads import ProjectionHead
 from mfm.core.image_tail import FINETUNE_HELP, ResNetTail, cached_prefix
@@ -39,6 +47,7 @@ class PolygonOptions(Options):
     weights: str = Field("none", description="ResNet18 weights: none, imagenet or a file path")
     batch_size: int = Field(256, gt=0)
     finetune_blocks: int = Field(0, ge=0, le=2, description=FINETUNE_HELP)
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
 def footprint_features(
@@ -48,6 +57,7 @@ def footprint_features(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     quiet: bool = False,
+    precision: ImagePrecision = "fp32",
 ) -> dict[str, Tensor]:
     """Frozen footprint features of every POI.
 
@@ -69,7 +79,13 @@ def footprint_features(
         area[rows] = torch.as_tensor(surface / max(surface.max(), 1e-9), dtype=torch.float32)
         masks = rasterize_footprints(geoms, image_size)
         features[rows] = encode_images(
-            MaskImages(masks), weights, batch_size, device, quiet=quiet, label="encode footprints"
+            MaskImages(masks),
+            weights,
+            batch_size,
+            device,
+            quiet=quiet,
+            label="encode footprints",
+            precision=precision,
         )
     return {"features": features, "area": area, "has_footprint": torch.as_tensor(has)}
 
@@ -109,6 +125,9 @@ class PolygonModality(Modality):
             "crs": city.crs,
             "pois": city.fingerprint("pois"),
         }
+        precision = resolve_precision(opts.precision, ctx.device, bool(opts.finetune_blocks))
+        if precision != "fp32":  # fp32 keys stay as they were: caches remain valid
+            key["precision"] = precision
 
         def compute() -> dict[str, Tensor]:
             if FOOTPRINT in city.pois.columns:
@@ -116,7 +135,13 @@ class PolygonModality(Modality):
             else:
                 geoms = np.full(len(city.pois), None, dtype=object)
             return footprint_features(
-                geoms, opts.image_size, opts.weights, opts.batch_size, ctx.device, ctx.quiet
+                geoms,
+                opts.image_size,
+                opts.weights,
+                opts.batch_size,
+                ctx.device,
+                ctx.quiet,
+                precision,
             )
 
         feats = ctx.cache.get_or_compute("polygon", key, compute)

@@ -20,7 +20,15 @@ from torch import Tensor
 
 from mfm.core.cache import files_signature
 from mfm.core.constants import REGION_ID
-from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images, warn_random_init
+from mfm.core.encoders import (
+    PRECISION_HELP,
+    RESNET_DIM,
+    ImageFiles,
+    Precision,
+    encode_images,
+    resolve_precision,
+    warn_random_init,
+)
 from mfm.core.heads import ProjectionHead
 from mfm.core.image_tail import FINETUNE_HELP, ResNetTail, cached_prefix
 from mfm.core.modality import Context, Modality, Options, View
@@ -68,6 +76,7 @@ class SatOptions(Options):
     batch_size: int = Field(128, gt=0)
     augmentations: int = Field(4, ge=1, le=7, description="augmented copies per tile (L_sate)")
     finetune_blocks: int = Field(0, ge=0, le=2, description=FINETUNE_HELP)
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
 class SatModality(Modality):
@@ -102,6 +111,9 @@ class SatModality(Modality):
             "satellite": city.fingerprint("satellite"),
             "images": files_signature(paths),
         }
+        precision = resolve_precision(opts.precision, ctx.device, bool(opts.finetune_blocks))
+        if precision != "fp32":  # fp32 keys stay as they were: caches remain valid
+            key["precision"] = precision
 
         def compute() -> dict[str, Tensor]:
             per = 1 + opts.augmentations
@@ -116,6 +128,7 @@ class SatModality(Modality):
                     num_workers=ctx.config.num_workers,
                     quiet=ctx.quiet,
                     label="encode satellite tiles",
+                    precision=precision,
                 )
                 feats[torch.as_tensor(np.flatnonzero(has))] = enc.view(len(paths), per, -1)
             return {"features": feats[:, 0].contiguous(), "augmented": feats[:, 1:].contiguous()}

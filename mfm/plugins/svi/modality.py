@@ -35,7 +35,15 @@ from torch import Tensor, nn
 
 from mfm.core.cache import files_signature
 from mfm.core.constants import SVI_DIRECTIONS
-from mfm.core.encoders import RESNET_DIM, ImageFiles, encode_images, warn_random_init
+from mfm.core.encoders import (
+    PRECISION_HELP,
+    RESNET_DIM,
+    ImageFiles,
+    Precision,
+    encode_images,
+    resolve_precision,
+    warn_random_init,
+)
 from mfm.core.graphs import radius_neighbours
 from mfm.core.heads import ProjectionHead
 from mfm.core.image_tail import FINETUNE_HELP, ResNetTail, cached_prefix
@@ -58,6 +66,7 @@ class SviOptions(Options):
     max_groups: int = Field(8, ge=1, description="nearest groups kept per POI")
     tau: float = Field(DEFAULT_TAU, gt=0, description="attention temperature (Eq. 13)")
     finetune_blocks: int = Field(0, ge=0, le=2, description=FINETUNE_HELP)
+    precision: Precision = Field("auto", description=PRECISION_HELP)
 
 
 def facing_direction(from_xy: np.ndarray, to_xy: np.ndarray) -> np.ndarray:
@@ -163,6 +172,9 @@ class SviModality(Modality):
             "svi": city.fingerprint("svi"),
             "images": files_signature(paths),
         }
+        precision = resolve_precision(opts.precision, ctx.device, bool(opts.finetune_blocks))
+        if precision != "fp32":  # fp32 keys stay as they were: caches remain valid
+            key["precision"] = precision
 
         def compute() -> dict[str, Tensor]:
             feats = encode_images(
@@ -173,6 +185,7 @@ class SviModality(Modality):
                 ctx.config.num_workers,
                 ctx.quiet,
                 "encode street view",
+                precision=precision,
             )
             return {"features": feats.reshape(len(svi), N_DIRECTIONS, RESNET_DIM)}
 
