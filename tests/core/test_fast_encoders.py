@@ -105,9 +105,9 @@ def test_precision_validates() -> None:
             TextOptions(precision=bad)  # type: ignore[arg-type]
     assert resolve_precision("fp32") == "fp32"
     assert resolve_precision("auto") in ("fp32", "bf16")
-    with pytest.raises(ConfigError, match="precision .int8."):
+    with pytest.raises(ConfigError, match=r"precision .int8."):
         resolve_precision("int8")  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match="precision .int8."):
+    with pytest.raises(ConfigError, match=r"precision .int8."):
         encode_texts(["amenity: cafe"], quiet=True, precision="int8")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="image precision"):
         encode_images(ImageFiles([], 64), quiet=True, precision="int8")  # type: ignore[arg-type]
