@@ -1,7 +1,6 @@
 """``evaluate_embeddings`` / ``mfm eval --embeddings``: any table, the run's tasks and baselines."""
 
 import json
-import sys
 
 import geopandas as gpd
 import numpy as np
@@ -9,7 +8,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from mfm.cli import app, main
+from mfm.cli import app
 from mfm.core.embed import read_embeddings
 from mfm.core.errors import MfmError
 from mfm.eval import evaluate, evaluate_embeddings, read_embedding_table
@@ -50,20 +49,10 @@ def same_scores(a: dict, b: dict) -> None:
 
 def cli(*args):
     """The console entry point as a user meets it: (exit code, stdout, stderr lines)."""
-    from contextlib import redirect_stderr, redirect_stdout
-    from io import StringIO
+    from tests.test_cli import mfm
 
-    out, err = StringIO(), StringIO()
-    argv, sys.argv = sys.argv, ["mfm", *map(str, args)]
-    code = 0
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = argv
-    return code, out.getvalue(), [ln for ln in err.getvalue().splitlines() if ln.strip()]
+    r = mfm(*args)
+    return r.returncode, r.stdout, [ln for ln in r.stderr.splitlines() if ln.strip()]
 
 
 # --------------------------------------------------------------------------- a run's own file
