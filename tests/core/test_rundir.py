@@ -66,7 +66,14 @@ def test_ctrl_c_prints_the_resume_hint_and_exits_130(tiny_city, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "mfm", "run", "--city", str(tiny_city), "--out", str(out)]
     cmd += ["--plugins", "osm,polygon", "--epochs", "20", "--quiet"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    proc = subprocess.Popen(
+        cmd,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        # a shell that starts jobs in the background ignores SIGINT for them: undo that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 300
     while not (out / "checkpoints" / "last.json").exists() and time.monotonic() < deadline:
         if proc.poll() is not None:
