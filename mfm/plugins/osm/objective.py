@@ -84,14 +84,15 @@ class PoiRoadObjective(Objective):
         text = self.encoder
         roads = self.roads[idx]
         start, count = self.ptr[roads], self.ptr[roads + 1] - self.ptr[roads]
-        pick = start + (torch.rand(len(roads), generator=rng) * count).long()
-        anchor = text.poi_view(self.members[pick]).emb
+        pick = (torch.rand(len(roads), generator=rng) * count).long()  # offset in its road
+        first = torch.cumsum(count, 0) - count  # where each road's POIs start in the batch
         seg = torch.repeat_interleave(torch.arange(len(roads)), count)
-        offsets = torch.arange(int(count.sum())) - torch.repeat_interleave(
-            torch.cumsum(count, 0) - count, count
-        )
+        offsets = torch.arange(int(count.sum())) - torch.repeat_interleave(first, count)
         all_members = self.members[torch.repeat_interleave(start, count) + offsets]
+        # each POI of the batch is encoded once, the anchor included (a fine-tuned encoder
+        # then runs once per POI; under its dropout the anchor shares its road row's mask)
         emb = text.poi_view(all_members).emb
+        anchor = emb[(first + pick).to(emb.device)]
         seg = seg.to(emb.device)
         road_mean = torch.zeros(len(roads), emb.shape[1], device=emb.device, dtype=emb.dtype)
         road_mean = road_mean.index_add(0, seg, emb) / count.to(emb.device)[:, None]
