@@ -31,6 +31,9 @@ class RunConfig(BaseModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     dim: int = Field(256, gt=0)
     epochs: int = Field(10, gt=0)
+    min_steps: int = Field(
+        0, ge=0, description="stages with fewer optimizer steps over `epochs` get more epochs"
+    )
     batch_size: int = Field(256, gt=1)
     lr: float = Field(1e-3, gt=0)
     warmup: float = Field(0.1, ge=0, lt=1)

@@ -224,6 +224,7 @@ def _train_and_export(
         max_steps_per_epoch=config.max_steps_per_epoch,
         quiet=quiet,
         earlier_lr=config.earlier_lr,
+        min_steps=config.min_steps,
     )
     baselines = out / BASELINE_FILE
     if rt.is_main and not (resume and baselines.is_file()):

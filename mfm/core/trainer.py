@@ -110,6 +110,7 @@ class TrainSettings:
     max_steps_per_epoch: int | None = None
     quiet: bool = False
     earlier_lr: float = 1.0  # lr factor of parameters that an earlier stage trained
+    min_steps: int = 0  # a stage with fewer steps over ``epochs`` gets more epochs
 
 
 def _lr_factor(step: int, total: int, warmup: float) -> float:
@@ -153,6 +154,12 @@ class Trainer:
 
     def _steps_per_epoch(self, n: int) -> int:
         return len(self._batches(n, torch.Generator().manual_seed(0)))
+
+    def stage_epochs(self, n: int) -> int:
+        """Epochs of a stage over ``n`` items: ``epochs``, or enough for ``min_steps``
+        optimizer steps (a few hundred regions make ~2 batches an epoch)."""
+        steps = max(1, self._steps_per_epoch(n))
+        return max(self.s.epochs, math.ceil(self.s.min_steps / steps))
 
     # -- stages -----------------------------------------------------------------------
     def fit(self, objectives: list[Objective], resume: bool = False) -> list[StageRecord]:
@@ -247,18 +254,19 @@ class Trainer:
             record = self.history.pop()
         n = obj.num_items()
         steps = self._steps_per_epoch(n)
-        total = steps * self.s.epochs
+        epochs = self.stage_epochs(n)
+        total = steps * epochs
         use_amp = self.rt.device.type == "cuda"
         label = f"stage {index + 1} {obj.scale.label}/{obj.name}"
         t0 = time.perf_counter() - record.seconds
-        for epoch in range(start_epoch, self.s.epochs):
+        for epoch in range(start_epoch, epochs):
             rng = torch.Generator().manual_seed(_seed(self.s.seed, index, epoch))
             torch.manual_seed(_seed(self.s.seed, index, epoch, 1))
             batches = self._batches(n, rng)
             epoch_losses = []
             model.train()
             with progress_bar(
-                f"{label} epoch {epoch + 1}/{self.s.epochs}",
+                f"{label} epoch {epoch + 1}/{epochs}",
                 sum(map(len, batches)),
                 self.s.quiet or not self.rt.is_main,
             ) as bar:
@@ -285,8 +293,8 @@ class Trainer:
             record.epoch_losses.append(mean)
             record.seconds = time.perf_counter() - t0
             if self.s.quiet and self.rt.is_main:
-                log(f"{label} epoch {epoch + 1}/{self.s.epochs}: loss {mean:.4f}")
-            last_epoch = epoch + 1 == self.s.epochs
+                log(f"{label} epoch {epoch + 1}/{epochs}: loss {mean:.4f}")
+            last_epoch = epoch + 1 == epochs
             if last_epoch:
                 record.health = self.health()
             self.history.append(record)

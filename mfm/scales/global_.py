@@ -74,6 +74,7 @@ class GlobalOptions(Options):
     heads: int = Field(2, ge=1, description="GAT attention heads")
     layers: int = Field(1, ge=1, description="GAT layers")
     conv: Literal["gat", "gatv2"] = "gat"
+    residual: bool = Field(True, description="GAT skip term: E_G keeps the region's own view")
     rmha_heads: int = Field(4, ge=1, description="RMHA heads; must divide dim")
     rmha_layers: int = Field(2, ge=1, description="attention layers in RMHA (2 in the paper)")
     chunk: int = Field(2048, ge=1, description="regions per chunk when exporting embeddings")
@@ -159,7 +160,7 @@ class GlobalObjective(Objective):
             )
         # the region's size (City.region_size), z-scored over the city's regions
         self.size_inputs = torch.as_tensor(standardized(ctx.city.region_size()))
-        self.gat = GraphEncoder(ctx.dim, opts.heads, opts.layers, opts.conv)
+        self.gat = GraphEncoder(ctx.dim, opts.heads, opts.layers, opts.conv, opts.residual)
         self.size = nn.Linear(self.size_inputs.shape[1], ctx.dim)
         self.poi_fusion = nn.ModuleDict(
             {

@@ -103,10 +103,19 @@ class GraphEncoder(nn.Module):
 
     Heads are averaged (``concat=False``) so every layer keeps the width ``dim``; ELU
     between layers. Built once (in an objective's ``prepare``) and trained end to end.
+
+    ``residual`` adds a learned linear term of each node's own input to its output (PyG's
+    ``GATConv(residual=True)``). Without it the centre is one of ``1 + K`` attended nodes,
+    so ``E_G`` is mostly its neighbourhood's mean and its own view is diluted ``~1/(1+K)``.
     """
 
     def __init__(
-        self, dim: int, heads: int = 4, layers: int = 1, conv: Literal["gat", "gatv2"] = "gat"
+        self,
+        dim: int,
+        heads: int = 4,
+        layers: int = 1,
+        conv: Literal["gat", "gatv2"] = "gat",
+        residual: bool = False,
     ) -> None:
         super().__init__()
         with warnings.catch_warnings():  # torch_geometric still calls torch.jit.script
@@ -119,7 +128,15 @@ class GraphEncoder(nn.Module):
         if conv not in kinds:
             raise ValueError(f"conv must be one of {sorted(kinds)}, got {conv!r}")
         self.convs = nn.ModuleList(
-            kinds[conv](dim, dim, heads=heads, concat=False, edge_dim=1, add_self_loops=False)
+            kinds[conv](
+                dim,
+                dim,
+                heads=heads,
+                concat=False,
+                edge_dim=1,
+                add_self_loops=False,
+                residual=residual,
+            )
             for _ in range(layers)
         )
 

@@ -8,8 +8,10 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from mfm.core.embed import read_embeddings
+from mfm.core.trainer import Runtime, Trainer, TrainSettings
 
 RUN = [
     sys.executable,
@@ -120,3 +122,21 @@ def test_kills_at_random_points_then_resume_end_like_an_uninterrupted_run(tiny_c
         _run(["--out", str(out), "--resume"])  # finds its city in run.json
         _, got = read_embeddings(out / "poi_embeddings.parquet")
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6, err_msg=point)
+
+
+def test_min_steps_gives_small_stages_more_epochs(tmp_path):
+    def epochs(n: int, min_steps: int) -> int:
+        s = TrainSettings(
+            epochs=10,
+            batch_size=256,
+            lr=1e-3,
+            warmup=0.1,
+            weight_decay=0.0,
+            seed=0,
+            min_steps=min_steps,
+        )
+        return Trainer(None, s, Runtime(torch.device("cpu")), tmp_path).stage_epochs(n)  # type: ignore[arg-type]
+
+    assert epochs(448, 0) == 10  # the default keeps `epochs` literal
+    assert epochs(448, 300) == 150  # 2 batches an epoch: 150 epochs for 300 steps
+    assert epochs(100_000, 300) == 10  # a large stage already has more steps

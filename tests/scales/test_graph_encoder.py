@@ -58,9 +58,10 @@ def _encode_one_by_one_and_batched(
 
 @pytest.mark.parametrize("conv", ["gat", "gatv2"])
 @pytest.mark.parametrize("layers", [1, 2])
-def test_batched_equals_alone(conv, layers):
+@pytest.mark.parametrize("residual", [False, True])
+def test_batched_equals_alone(conv, layers, residual):
     torch.manual_seed(0)
-    enc = GraphEncoder(D, heads=2, layers=layers, conv=conv)
+    enc = GraphEncoder(D, heads=2, layers=layers, conv=conv, residual=residual)
     alone, batched = _encode_one_by_one_and_batched(enc, [3, 0, 5, 1])
     for i, out in enumerate(alone):
         assert torch.allclose(out, batched[i], atol=1e-5), f"graph {i} differs when batched"
@@ -82,6 +83,30 @@ def test_output_depends_on_neighbours_and_weights_and_trains_node_features():
     perm = torch.tensor([0, 3, 1, 2])  # neighbour order does not matter
     same = enc(x.detach()[perm], star_graphs(mask, w[:, perm[1:] - 1]))
     assert torch.allclose(out, same, atol=1e-5)
+
+
+def _centre_share(enc: GraphEncoder, k: int) -> float:
+    """How much of the output moves with the centre's own input, among ``k`` neighbours."""
+    gen = torch.Generator().manual_seed(1)
+    mask = torch.ones(64, 1 + k, dtype=torch.bool)
+    g = star_graphs(mask, torch.ones(64, k))
+    x = torch.randn(int(mask.sum()), D, generator=gen)
+    moved = x.clone()
+    moved[g.centre] = torch.randn(64, D, generator=gen)
+    with torch.no_grad():
+        base, out = enc(x, g), enc(moved, g)
+    return float((out - base).norm() / base.norm())
+
+
+def test_residual_keeps_the_centre_among_many_neighbours():
+    torch.manual_seed(0)
+    plain = GraphEncoder(D, heads=2)
+    torch.manual_seed(0)
+    skip = GraphEncoder(D, heads=2, residual=True)
+    assert sum(p.numel() for p in skip.parameters()) > sum(p.numel() for p in plain.parameters())
+    # without the skip term the centre is 1 of 1 + K attended nodes: diluted as K grows
+    assert _centre_share(plain, 12) < 0.5 * _centre_share(plain, 1)
+    assert _centre_share(skip, 12) > 2 * _centre_share(plain, 12)
 
 
 def test_unknown_conv_is_an_error():
