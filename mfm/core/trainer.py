@@ -155,11 +155,10 @@ class Trainer:
     def _steps_per_epoch(self, n: int) -> int:
         return len(self._batches(n, torch.Generator().manual_seed(0)))
 
-    def stage_epochs(self, n: int) -> int:
-        """Epochs of a stage over ``n`` items: ``epochs``, or enough for ``min_steps``
-        optimizer steps (a few hundred regions make ~2 batches an epoch)."""
-        steps = max(1, self._steps_per_epoch(n))
-        return max(self.s.epochs, math.ceil(self.s.min_steps / steps))
+    def stage_epochs(self, steps: int) -> int:
+        """Epochs of a stage of ``steps`` batches an epoch: ``epochs``, or enough for
+        ``min_steps`` optimizer steps (a few hundred regions make ~2 batches an epoch)."""
+        return max(self.s.epochs, math.ceil(self.s.min_steps / max(1, steps)))
 
     # -- stages -----------------------------------------------------------------------
     def fit(self, objectives: list[Objective], resume: bool = False) -> list[StageRecord]:
@@ -254,7 +253,7 @@ class Trainer:
             record = self.history.pop()
         n = obj.num_items()
         steps = self._steps_per_epoch(n)
-        epochs = self.stage_epochs(n)
+        epochs = self.stage_epochs(steps)
         total = steps * epochs
         use_amp = self.rt.device.type == "cuda"
         label = f"stage {index + 1} {obj.scale.label}/{obj.name}"

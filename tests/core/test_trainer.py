@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from mfm.core.config import make_config
 from mfm.core.embed import read_embeddings
+from mfm.core.pipeline import run
 from mfm.core.trainer import Runtime, Trainer, TrainSettings
 
 RUN = [
@@ -125,7 +127,7 @@ def test_kills_at_random_points_then_resume_end_like_an_uninterrupted_run(tiny_c
 
 
 def test_min_steps_gives_small_stages_more_epochs(tmp_path):
-    def epochs(n: int, min_steps: int) -> int:
+    def epochs(n: int, min_steps: int) -> int:  # a stage of n items, batch 256
         s = TrainSettings(
             epochs=10,
             batch_size=256,
@@ -135,8 +137,22 @@ def test_min_steps_gives_small_stages_more_epochs(tmp_path):
             seed=0,
             min_steps=min_steps,
         )
-        return Trainer(None, s, Runtime(torch.device("cpu")), tmp_path).stage_epochs(n)  # type: ignore[arg-type]
+        trainer = Trainer(None, s, Runtime(torch.device("cpu")), tmp_path)  # type: ignore[arg-type]
+        return trainer.stage_epochs(trainer._steps_per_epoch(n))
 
     assert epochs(448, 0) == 10  # the default keeps `epochs` literal
     assert epochs(448, 300) == 150  # 2 batches an epoch: 150 epochs for 300 steps
     assert epochs(100_000, 300) == 10  # a large stage already has more steps
+
+
+def test_min_steps_reaches_every_stage_of_a_run(tiny_city, tmp_path):
+    out = tmp_path / "run"
+    run(
+        make_config(
+            city=tiny_city, out=out, plugins="osm", epochs=1, dim=16, quiet=True, min_steps=3
+        )
+    )
+    stages = json.loads((out / "manifest.json").read_text())["stages"]
+    assert stages and all(s["steps"] >= 3 for s in stages)
+    assert any(s["epochs"] > 1 for s in stages)  # the tiny city has 1-2 batches a stage
+    assert all(s["steps"] < 3 + s["steps"] / s["epochs"] for s in stages)  # no extra epoch

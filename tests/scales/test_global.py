@@ -254,3 +254,11 @@ def test_size_code_is_the_standardized_region_size(ctx, text):
     expected = standardized(ctx.city.region_size())
     np.testing.assert_allclose(obj.size_inputs.numpy(), expected, atol=1e-6)
     assert obj.size_inputs.shape == (len(ctx.city.regions), 3)
+
+
+@pytest.mark.parametrize("residual", [True, False])
+def test_residual_option_reaches_the_gat(ctx, text, residual):
+    """`residual` (default on) gives E_G a skip term of the region's own view."""
+    options = {} if residual else {"residual": False}
+    _, obj = _build(ctx, [fresh_text(ctx, text), FakeRegionView()], **options)
+    assert all((conv.res is not None) == residual for conv in obj.gat.convs)
