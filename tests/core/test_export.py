@@ -25,7 +25,7 @@ def test_region_embedding_depends_on_every_modality(trained, tiny_city):
     cpu = torch.device("cpu")
     _, _, base = export_embeddings(model, objectives, city, cpu)
     np.testing.assert_allclose(base, trained.region, atol=1e-6)  # what the run wrote
-    assert set(model.modalities) == {"osm", "polygon", "svi", "sat", "trajectory", "flows"}
+    assert set(model.modalities) == {"osm", "polygon", "road", "svi", "sat", "trajectory", "flows"}
     gen = torch.Generator().manual_seed(0)
     for name, mod in model.modalities.items():
         saved = mod.features.clone()

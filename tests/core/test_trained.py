@@ -75,7 +75,7 @@ def test_embed_refuses_a_city_without_a_needed_layer(tiny_run, bundle, tmp_path)
     toml.write_text(toml.read_text().replace('satellite = "satellite.parquet"\n', ""))
     out = tmp_path / "emb"
     r = mfm("embed", tiny_run, "--city", bundle, "--out", out)
-    assert_one_line_error(r, "'satellite'", "--plugins osm,polygon,svi,trajectory ")
+    assert_one_line_error(r, "'satellite'", "--plugins osm,polygon,road,svi,trajectory ")
     assert not out.exists()
 
 

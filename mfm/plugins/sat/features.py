@@ -26,7 +26,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-import shapely
+
+from mfm.core.roads import clipped_lengths, points_in, road_nodes
 
 CATEGORY_KEYS = ("amenity", "shop", "office", "leisure", "tourism", "building", "landuse")
 """Tag keys that name a POI category, in priority order (the first one present wins)."""
@@ -138,30 +139,6 @@ def poi_distribution_features(
     return out
 
 
-def road_nodes(lines: np.ndarray, precision: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
-    """Road-graph vertices and their degrees.
-
-    Every vertex of every line counts: a line's end adds 1 to the degree of its point, an
-    inner vertex adds 2 (one edge on each side). Coordinates are snapped to ``precision``
-    metres so that ways sharing a node (OSM) or ending on one (split networks) meet.
-    Lines that cross without a shared vertex (bridges, tunnels, or un-noded data) do not
-    make an intersection, as in OSM's routing graph.
-
-    Returns:
-        (xy ``[M, 2]``, degree ``[M]``) of the distinct vertices.
-    """
-    coords, line = shapely.get_coordinates(lines, return_index=True)
-    if len(coords) == 0:
-        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
-    first = np.r_[True, line[1:] != line[:-1]]
-    last = np.r_[line[1:] != line[:-1], True]
-    weight = np.where(first | last, 1, 2)
-    snapped = np.round(coords / precision).astype(np.int64)
-    keys, inverse = np.unique(snapped, axis=0, return_inverse=True)
-    degree = np.bincount(inverse.ravel(), weights=weight, minlength=len(keys)).astype(np.int64)
-    return keys * precision, degree
-
-
 def road_features(
     roads: np.ndarray,
     regions: np.ndarray,
@@ -179,14 +156,10 @@ def road_features(
         region_area_m2: ``[N_regions]`` areas.
     """
     n = len(regions)
-    tree = shapely.STRtree(regions)
-    road_i, region_i = tree.query(roads, predicate="intersects")
-    clipped = shapely.length(shapely.intersection(roads[road_i], regions[region_i]))
+    _, region_i, clipped = clipped_lengths(roads, regions)
     length = np.bincount(region_i, weights=clipped, minlength=n)
     xy, degree = road_nodes(roads)
-    crossings = shapely.points(xy[degree >= min_degree])
-    _, inside = tree.query(crossings, predicate="intersects")
-    count = np.bincount(inside, minlength=n).astype(np.float64)
+    count = np.bincount(points_in(xy[degree >= min_degree], regions), minlength=n).astype(float)
     units = np.maximum(region_area_m2, 1e-9) / area_unit_m2
     return np.column_stack([length / units, count / units])
 
