@@ -41,6 +41,11 @@ class RunConfig(BaseModel):
         0.1, gt=0, le=1, description="lr factor for modules an earlier stage trained"
     )
     weight_decay: float = Field(0.0, ge=0)
+    contrast_head: bool = Field(
+        True,
+        description="each objective contrasts through its own head (SimCLR); "
+        "embeddings are exported before it",
+    )
     max_steps_per_epoch: int | None = Field(None, gt=0)
     num_workers: int = Field(0, ge=0)
     cache_dir: Path | None = None  # None: $MFM_CACHE or ~/.cache/mfm

@@ -6,6 +6,19 @@ import torch
 from torch import Tensor, nn
 
 
+class ContrastHead(nn.Sequential):
+    """Linear -> GELU -> Linear, ``d -> d``: where an objective's InfoNCE is computed.
+
+    SimCLR (Chen et al., 2020) found that a contrastive loss imposed on the representation
+    itself makes it discard what the augmentations vary, and that a small head between the
+    representation and the loss keeps more of it. Each objective contrasts through its own
+    head; what a run exports is taken before it.
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, dim))
+
+
 class ProjectionHead(nn.Sequential):
     """Standardize -> Linear -> GELU -> Linear: frozen backbone features to width ``d``.
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from mfm.core.losses import DEFAULT_TAU, info_nce
 from mfm.core.modality import Context, Modality, Options
 from mfm.core.scales import Scale
 from mfm.core.views import Views
@@ -84,6 +85,27 @@ class Objective(nn.Module, ABC):
         """How many candidates each anchor of a ``batch``-item batch is contrasted with;
         the loss at chance is the log of it (the run's objective health)."""
         return batch
+
+    def contrast(
+        self,
+        anchor: Tensor,
+        positive: Tensor,
+        exclude: Tensor | None = None,
+        weight: Tensor | None = None,
+    ) -> Tensor:
+        """InfoNCE (:func:`mfm.core.losses.info_nce`, the objective's ``tau``) through the
+        objective's contrast head (:class:`mfm.core.heads.ContrastHead`, or none when the
+        run sets ``contrast_head = false``)."""
+        head = getattr(self, "contrast_head", None)
+        if head is not None:
+            anchor, positive = head(anchor), head(positive)
+        tau = getattr(self.options, "tau", DEFAULT_TAU)
+        return info_nce(anchor, positive, tau, exclude, weight)
+
+    def stage_modules(self) -> list[nn.Module]:
+        """What this objective's stage optimizes: :meth:`trainable` and its contrast head."""
+        head = getattr(self, "contrast_head", None)
+        return [*self.trainable(), *([head] if head is not None else [])]
 
     def trainable(self) -> list[nn.Module]:
         """The modules this stage trains: by default the bound modality."""

@@ -29,6 +29,7 @@ from mfm.core.constants import (
 from mfm.core.embed import write_embeddings, write_json
 from mfm.core.errors import MfmError, PluginError
 from mfm.core.export import BASELINE_FILE, export_embeddings, raw_features, write_baselines
+from mfm.core.heads import ContrastHead
 from mfm.core.killpoints import kill_point
 from mfm.core.modality import Context, Modality
 from mfm.core.model import UrbanModel
@@ -326,6 +327,8 @@ def build_model(
     torch.manual_seed(config.seed)
     for obj in objectives:
         obj.prepare(ctx)
+        if config.contrast_head:
+            obj.contrast_head = ContrastHead(config.dim)
     return model.to(rt.device), objectives
 
 

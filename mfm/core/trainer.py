@@ -225,7 +225,7 @@ class Trainer:
 
     def _stage(self, index: int, obj: Objective, start_epoch: int, state: dict | None) -> None:
         model = self.model
-        trainable = {id(p) for m in obj.trainable() for p in m.parameters()}
+        trainable = {id(p) for m in obj.stage_modules() for p in m.parameters()}
         for p in model.parameters():
             p.requires_grad_(id(p) in trainable and not is_frozen(p))
         params = [p for p in model.parameters() if p.requires_grad]
@@ -233,7 +233,10 @@ class Trainer:
             raise MfmError(f"objective {obj.name!r} has nothing to train; check its plugin")
         # what an earlier stage trained learns on at earlier_lr, so it is not overwritten
         earlier = {
-            id(p) for o in self.objectives[:index] for m in o.trainable() for p in m.parameters()
+            id(p)
+            for o in self.objectives[:index]
+            for m in o.stage_modules()
+            for p in m.parameters()
         }
         groups = [
             {"params": [p for p in params if id(p) not in earlier], "scale": 1.0},

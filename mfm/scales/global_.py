@@ -47,7 +47,7 @@ from mfm.core.errors import MfmError
 from mfm.core.export import standardized
 from mfm.core.graphs import Neighbours, group_members, polygon_adjacency
 from mfm.core.hookspecs import hookimpl
-from mfm.core.losses import DEFAULT_TAU, info_nce
+from mfm.core.losses import DEFAULT_TAU
 from mfm.core.modality import Context, Options
 from mfm.core.objective import Objective
 from mfm.core.scales import Scale
@@ -272,7 +272,7 @@ class GlobalObjective(Objective):
             g, g_pos = star_graphs(mask & keep_g, weight), star_graphs(mask & keep_pos, weight)
         exclude = self._adjacent(self.items[idx.cpu()]) if opts.exclude_neighbours else None
         e_g, e_pos = self.gat(x_g, g.to(device)), self.gat(x_pos, g_pos.to(device))
-        return info_nce(e_g, e_pos, opts.tau, exclude)
+        return self.contrast(e_g, e_pos, exclude)
 
     def candidates(self, batch: int) -> int:
         """The batch less the anchor's expected neighbours in it (they are not negatives)."""

@@ -31,7 +31,7 @@ from mfm.core.bundle.city import City
 from mfm.core.errors import MfmError
 from mfm.core.graphs import radius_neighbours
 from mfm.core.hookspecs import hookimpl
-from mfm.core.losses import DEFAULT_TAU, info_nce
+from mfm.core.losses import DEFAULT_TAU
 from mfm.core.modality import Context, Modality, Options
 from mfm.core.objective import Objective
 from mfm.core.scales import Scale
@@ -114,7 +114,7 @@ class LocalObjective(Objective):
             x_pos = feature_dropout(text[inv_d], self.options.feature_drop, rng)[
                 keep[mask].to(device)
             ]
-            return info_nce(self.gat(x_g, g), self.gat(x_pos, g_pos), opts.tau)
+            return self.contrast(self.gat(x_g, g), self.gat(x_pos, g_pos))
 
         # G+: per node (not per POI: a POI in two graphs may pick differently), one of
         # that POI's other available views, uniformly; text where it has none.
@@ -127,7 +127,7 @@ class LocalObjective(Objective):
         x_pos = x_pos[keep[mask].to(device)]
         e_g = self.gat(text[inv_d], g)
         e_pos = self.gat(x_pos, g_pos)
-        return info_nce(e_g, e_pos, opts.tau)
+        return self.contrast(e_g, e_pos)
 
     def _anchor(self) -> Modality:
         anchor = self.views.anchor

@@ -16,7 +16,7 @@ from torch import Tensor
 from mfm.core.bundle.city import City
 from mfm.core.errors import MfmError
 from mfm.core.graphs import group_members, nearest_line
-from mfm.core.losses import DEFAULT_TAU, info_nce
+from mfm.core.losses import DEFAULT_TAU
 from mfm.core.modality import Context, Options
 from mfm.core.objective import Objective
 from mfm.core.scales import Scale
@@ -96,4 +96,4 @@ class PoiRoadObjective(Objective):
         seg = seg.to(emb.device)
         road_mean = torch.zeros(len(roads), emb.shape[1], device=emb.device, dtype=emb.dtype)
         road_mean = road_mean.index_add(0, seg, emb) / count.to(emb.device)[:, None]
-        return info_nce(anchor, road_mean, self.options.tau)
+        return self.contrast(anchor, road_mean)

@@ -22,7 +22,7 @@ from pydantic import Field
 from torch import Tensor
 
 from mfm.core.errors import MfmError
-from mfm.core.losses import DEFAULT_TAU, info_nce
+from mfm.core.losses import DEFAULT_TAU
 from mfm.core.modality import Context, Options
 from mfm.core.objective import Objective
 from mfm.core.progress import log
@@ -150,7 +150,7 @@ class SateObjective(Objective):
         regions = self.items[idx]
         anchor = self.encoder.region_view(regions)
         positive = self.positives(regions, rng)
-        return info_nce(anchor, positive, self.options.tau)
+        return self.contrast(anchor, positive)
 
     @torch.no_grad()
     def region_embeddings(self) -> Tensor:

@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import Tensor, nn
 
 from mfm.core.bundle.city import City
-from mfm.core.losses import DEFAULT_TAU, info_nce
+from mfm.core.losses import DEFAULT_TAU
 from mfm.core.modality import Context, Options
 from mfm.core.objective import Objective
 from mfm.core.scales import Scale
@@ -65,4 +65,4 @@ class FlowObjective(Objective):
         anchor = self.encoder.region_view(o)
         positive = self.arrival(self.encoder.region_view(d))
         same = d[:, None] == d[None, :]
-        return info_nce(anchor, positive, self.options.tau, exclude=same, weight=self.weight[idx])
+        return self.contrast(anchor, positive, exclude=same, weight=self.weight[idx])
