@@ -70,7 +70,8 @@ class TrainedModel:
                 "pass a directory written by `mfm run`"
             )
         self.manifest = RunDir(self.run_dir).manifest
-        self.config = RunConfig.model_validate(self.manifest.config)
+        # a run from before contrast heads existed has none in its weights
+        self.config = RunConfig.model_validate({"contrast_head": False, **self.manifest.config})
         self.objectives: list[str] = [s["name"] for s in self.manifest.stages]
         self.modalities: list[str] = list(self.manifest.modalities)
 

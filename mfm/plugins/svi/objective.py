@@ -113,6 +113,9 @@ class SviObjective(Objective):
         alpha, beta = sample_directions(b, rng)
         views = svi.group_views(idx)  # [B, 4, d]
         scene = svi.scene_embedding(idx, views)
+        head = getattr(self, "contrast_head", None)  # as Objective.contrast, for Eq. 9
+        if head is not None:
+            views, scene = head(views), None if scene is None else head(scene)
         if scene is not None:
             views = torch.cat([views, scene[:, None, :].expand_as(views)], dim=-1)
         dev = views.device
