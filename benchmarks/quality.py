@@ -167,7 +167,9 @@ def merged(rows: list[dict[str, Any]], result: str = "quality") -> list[dict[str
     path = Path(__file__).resolve().parent / "results" / f"{result}.json"
     done = {r["city"] for r in rows}
     old = json.loads(path.read_text())["rows"] if path.is_file() else []
-    return [r for r in old if r["city"] not in done] + rows
+    rows = [r for r in old if r["city"] not in done] + rows
+    order = {c: i for i, c in enumerate((*REAL, "medium"))}
+    return sorted(rows, key=lambda r: order.get(r["city"], len(order)))  # stable per city
 
 
 def _cell(pair: list[float | None]) -> str:
