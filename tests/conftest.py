@@ -68,3 +68,26 @@ def tiny_city() -> Path:
 def cache_dir() -> Path:
     """The session's shared feature cache."""
     return Path(os.environ["MFM_CACHE"])
+
+
+def osm_road_config(tiny_city: Path, out: Path, cache_dir: Path):
+    """The config of a 1-epoch, dim-32 run of the osm and road plugins on the tiny city."""
+    from mfm.core.config import make_config
+
+    return make_config(
+        city=tiny_city,
+        out=out,
+        epochs=1,
+        dim=32,
+        quiet=True,
+        cache_dir=cache_dir,
+        plugins=["osm", "road"],
+    )
+
+
+@pytest.fixture(scope="session")
+def osm_road_run(tiny_city, cache_dir, tmp_path_factory):
+    """A finished run of :func:`osm_road_config` (shared by the road and contrast-head tests)."""
+    from mfm.core.pipeline import run
+
+    return run(osm_road_config(tiny_city, tmp_path_factory.mktemp("osm_road") / "run", cache_dir))

@@ -8,24 +8,12 @@ from mfm.core.bundle.city import City
 from mfm.core.export import export_embeddings
 from mfm.core.heads import ContrastHead
 from mfm.core.losses import info_nce
+from tests.conftest import osm_road_config
 
 
 @pytest.fixture(scope="module")
-def run_with_heads(tiny_city, cache_dir, tmp_path_factory):
-    from mfm.core.config import make_config
-    from mfm.core.pipeline import run
-
-    out = tmp_path_factory.mktemp("heads") / "run"
-    config = make_config(
-        city=tiny_city,
-        out=out,
-        epochs=1,
-        dim=32,
-        quiet=True,
-        cache_dir=cache_dir,
-        plugins=["osm", "road"],
-    )
-    return run(config)
+def run_with_heads(osm_road_run):
+    return osm_road_run
 
 
 def test_contrast_is_info_nce_through_the_head(run_with_heads):
@@ -42,21 +30,12 @@ def test_contrast_is_info_nce_through_the_head(run_with_heads):
 
 def test_every_stage_trains_its_head(run_with_heads, tiny_city, cache_dir, tmp_path):
     from mfm.core.cache import FeatureCache
-    from mfm.core.config import make_config
     from mfm.core.pipeline import build_model, plan_run
     from mfm.core.plugins import load_registry
     from mfm.core.trainer import init_runtime
 
     trained = run_with_heads.model
-    config = make_config(
-        city=tiny_city,
-        out=tmp_path / "x",
-        epochs=1,
-        dim=32,
-        quiet=True,
-        cache_dir=cache_dir,
-        plugins=["osm", "road"],
-    )
+    config = osm_road_config(tiny_city, tmp_path / "x", cache_dir)
     city = City.load(tiny_city)
     plan = plan_run(config, city, load_registry())
     init, _ = build_model(plan, city, config, FeatureCache(cache_dir), init_runtime("cpu"), True)

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 import shapely
 
 from mfm.plugins.road.features import CLASS_NAMES, feature_names, road_class, road_features
@@ -64,26 +63,8 @@ def test_road_features_of_a_city_without_roads_in_a_region_are_zero():
     assert not feats.any()
 
 
-@pytest.fixture(scope="module")
-def road_run(tiny_city, cache_dir, tmp_path_factory):
-    from mfm.core.config import make_config
-    from mfm.core.pipeline import run
-
-    out = tmp_path_factory.mktemp("road") / "run"
-    config = make_config(
-        city=tiny_city,
-        out=out,
-        epochs=1,
-        dim=32,
-        quiet=True,
-        cache_dir=cache_dir,
-        plugins=["osm", "road"],
-    )
-    return run(config), out
-
-
-def test_road_view_makes_global_align_pois_with_streets(road_run):
-    result, out = road_run
+def test_road_view_makes_global_align_pois_with_streets(osm_road_run):
+    result, out = osm_road_run, osm_road_run.out
     assert set(result.model.modalities) == {"osm", "road"}
     glob = result.model.objectives["global"]
     assert glob.variant == "macro/micro"
